@@ -1,0 +1,63 @@
+"""Uniform noise injected in the uniformized domain: UNIQ's training-time quantizer emulation.
+
+With F the CDF fitted to the weights and k = 2^bits (paper, section 3.1):
+
+    w~ = F^-1( clamp(F(w) + e, 1/(2k), 1 - 1/(2k)) ),   e ~ U(-1/(2k), 1/(2k)) i.i.d.,
+
+drawn anew at every call. The noise is exactly one bin wide in the u = F(w) domain, where the
+k-quantile quantizer is uniform, so it has the law of that quantizer's error there. The clamp keeps
+w~ inside [r_1, r_k], the outermost levels, as quantization would.
+
+Gradient: straight-through, d w~ / d w = identity (the forward returns w + (w~ - w).detach()),
+and the fit's statistics are constants to autograd.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from uniq_quant._validation import check_bits, check_choice, check_weights
+from uniq_quant.functional.distributions import FITS, fit_distribution, grouped
+
+
+def uniform_noise(
+    shape: torch.Size | tuple[int, ...],
+    bits: int,
+    like: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Samples of U(-1/(2k), 1/(2k)), k = 2^bits, on ``like``'s device and dtype."""
+    u = torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
+    return (u - 0.5) / 2**bits
+
+
+def inject_noise(
+    w: torch.Tensor,
+    bits: int,
+    fit: str = "gaussian",
+    per_channel: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Return w~, the noisy weights that emulate ``bits``-bit k-quantile quantization.
+
+    Args:
+        w: floating-point weights; per-channel fits group by dim 0.
+        bits: emulated bits per weight, 1..8.
+        fit: ``gaussian`` (the paper) or ``empirical`` (the tensor's own quantiles).
+        per_channel: fit one distribution per output channel.
+        generator: optional torch.Generator for reproducible noise.
+
+    Returns:
+        Tensor shaped like ``w``; its gradient flows to ``w`` unchanged.
+    """
+    check_weights(w)
+    bits = check_bits(bits)
+    check_choice(fit, FITS, "distribution fit")
+    k = 2**bits
+    with torch.no_grad():
+        dist = fit_distribution(w, fit, per_channel)
+        x = grouped(w, per_channel)
+        u = dist.cdf(x.to(torch.float64) if x.dtype == torch.float64 else x.float())
+        u = (u + uniform_noise(u.shape, bits, u, generator)).clamp(0.5 / k, 1 - 0.5 / k)
+        noisy = dist.icdf(u).to(w.dtype).reshape(w.shape)
+    return w + (noisy - w).detach()

@@ -1,0 +1,114 @@
+"""The activation quantizer: uniform b-bit quantization of a layer's input with a tracked range.
+
+The range [lo, hi] is learned from the data in training and is the very range used at eval:
+* hi (``clip``) is an exponential moving average of a high quantile of |x| per training batch
+  (``percentile``, on at most 2^16 evenly strided samples), robust to rare outliers;
+* lo is 0 while every input seen so far was non-negative (unsigned, 2^b - 1 steps) and -hi once
+  a negative input was seen (symmetric, 2^(b-1) - 1 steps each side).
+
+With step s = hi / steps, ``quant`` mode computes q(x) = s * round(clamp(x, lo, hi) / s); its
+gradient is 1 inside [lo, hi] and 0 outside (straight-through inside the range). ``noise`` mode
+adds U(-s/2, s/2) to clamp(x, lo, hi) instead of rounding in training, as in the paper's first
+version, and rounds in eval. ``float`` passes x unchanged but still tracks the range, so the
+range is calibrated when quantization starts. ``freeze()`` stops the range from moving.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from uniq_quant._validation import ACT_BITS, check_bits, check_choice
+
+MODES = ("float", "noise", "quant")
+_MAX_SAMPLES = 2**16  # the quantile is taken on an evenly strided subsample of this size
+_MIN_CLIP = 1e-8  # keeps the step positive for an all-zero input
+
+
+class ActivationQuantizer(nn.Module):
+    """Uniform activation quantizer with a running, outlier-robust clipping range.
+
+    Args:
+        bits: bits per activation, 2..8.
+        mode: initial mode, one of ``MODES``.
+        percentile: quantile of |x| tracked as the clipping range, in (0, 1].
+        momentum: weight of a new batch in the moving average, in (0, 1].
+    """
+
+    def __init__(
+        self, bits: int = 8, mode: str = "float", percentile: float = 0.999, momentum: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.bits = check_bits(bits, ACT_BITS, "activation bits")
+        if not 0 < percentile <= 1 or not 0 < momentum <= 1:
+            raise ValueError(
+                f"percentile and momentum must lie in (0, 1], got {percentile!r} and {momentum!r}"
+            )
+        self.percentile = float(percentile)
+        self.momentum = float(momentum)
+        self.frozen = False
+        self.mode = mode
+        self.register_buffer("clip", torch.tensor(0.0))
+        self.register_buffer("signed", torch.tensor(False))
+        self.register_buffer("calibrated", torch.tensor(False))
+
+    @property
+    def mode(self) -> str:
+        """``float``, ``noise`` or ``quant``."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        self._mode = check_choice(mode, MODES, "activation quantizer mode")
+
+    def freeze(self) -> None:
+        """Stop tracking the range: from now on it is fixed, in training as in eval."""
+        self.frozen = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Quantized (or, in float mode, unchanged) activations shaped like ``x``."""
+        if self.training and not self.frozen:
+            self._observe(x.detach())
+        if self.mode == "float":
+            return x
+        if not self.training and not bool(self.calibrated):
+            raise RuntimeError(
+                "the activation quantizer has no range yet: run training forward passes (or "
+                "calibrate with model.train() on a few batches) before evaluating in quant mode"
+            )
+        lo, hi, step = self.range()
+        clamped = torch.clamp(x, lo.to(x.dtype), hi.to(x.dtype))
+        if self.mode == "noise" and self.training:
+            noise = (torch.rand_like(clamped) - 0.5) * step
+            return clamped + noise
+        rounded = torch.round(clamped / step) * step
+        return clamped + (rounded - clamped).detach()
+
+    def range(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(lo, hi, step) of the quantization grid, as 0-dim tensors."""
+        hi = self.clip.clamp_min(_MIN_CLIP)
+        steps = torch.where(self.signed, 2 ** (self.bits - 1) - 1, 2**self.bits - 1)
+        lo = torch.where(self.signed, -hi, torch.zeros_like(hi))
+        return lo, hi, hi / steps
+
+    def extra_repr(self) -> str:
+        frozen = ", frozen" if self.frozen else ""
+        return f"bits={self.bits}, mode={self.mode}, percentile={self.percentile}{frozen}"
+
+    @torch.no_grad()
+    def _observe(self, x: torch.Tensor) -> None:
+        flat = x.reshape(-1)
+        flat = flat[:: max(1, flat.numel() // _MAX_SAMPLES)].abs().float()
+        rank = max(1, math.ceil(self.percentile * flat.numel()))
+        stat = flat.kthvalue(rank).values
+        moved = torch.lerp(self.clip, stat, self.momentum)
+        self.clip.copy_(torch.where(self.calibrated, moved, stat))
+        self.signed.logical_or_(x.amin() < 0)
+        self.calibrated.fill_(True)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A float checkpoint has no range: keep the current one and report nothing missing.
+        if any(prefix + name in state_dict for name in self._buffers):
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
