@@ -8,24 +8,39 @@ Modules:
     functional: pure tensor math (fitted CDFs, codebooks, quantize / dequantize, noise).
     quantizers: WeightQuantizer and ActivationQuantizer modules with float / noise / quant modes.
     nn: QuantConv1d, QuantConv2d and QuantLinear, drop-in subclasses of the torch layers.
+    config: QuantConfig, the validated settings of prepare.
+    prepare: prepare (swap quantized layers into any nn.Module) and convert (freeze them).
+    schedule: GradualSchedule, block-by-block quantize-and-freeze in data-flow order.
+    report: a per-layer table of a prepared model.
     cli: the ``uniq-quant`` command line.
 """
 
+from uniq_quant.config import QuantConfig
 from uniq_quant.functional import dequantize, fake_quantize, inject_noise, quantize
 from uniq_quant.nn import QuantConv1d, QuantConv2d, QuantLinear
+from uniq_quant.prepare import convert, prepare, quantized_layers
 from uniq_quant.quantizers import ActivationQuantizer, WeightQuantizer
+from uniq_quant.report import format_report, layer_report
+from uniq_quant.schedule import GradualSchedule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActivationQuantizer",
+    "GradualSchedule",
+    "QuantConfig",
     "QuantConv1d",
     "QuantConv2d",
     "QuantLinear",
     "WeightQuantizer",
     "__version__",
+    "convert",
     "dequantize",
     "fake_quantize",
+    "format_report",
     "inject_noise",
+    "layer_report",
+    "prepare",
     "quantize",
+    "quantized_layers",
 ]

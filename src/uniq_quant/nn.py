@@ -23,23 +23,42 @@ from uniq_quant.quantizers import MODES, ActivationQuantizer, WeightQuantizer
 
 
 class QuantLayerMixin:
-    """Shared quantizer plumbing of the quantized layers (mixed in before the torch layer)."""
+    """Shared quantizer plumbing of the quantized layers (mixed in before the torch layer).
+
+    Keyword args (the rest go to the torch layer):
+        weight_bits: bits per weight, 1..8.
+        act_bits: bits of the input, 2..8, or None for no input quantizer.
+        per_channel: fit one weight distribution per output channel.
+        fit: ``gaussian`` or ``empirical`` weight distribution fit.
+        act_noise: in noise mode, inject noise into the input instead of rounding it.
+        act_percentile: quantile of |input| tracked as the input's clipping range.
+
+    Attributes:
+        flow_index: position of the layer in data-flow order, set by ``prepare``.
+        stage: the block of the gradual schedule the layer belongs to, set by the schedule.
+    """
 
     weight: nn.Parameter
-    weight_quantizer: WeightQuantizer
-    input_quantizer: ActivationQuantizer | None
 
-    def _init_quantizers(
+    def __init__(
         self,
-        weight_bits: int,
-        act_bits: int | None,
-        per_channel: bool,
-        fit: str,
-        act_noise: bool,
+        *args: object,
+        weight_bits: int = 4,
+        act_bits: int | None = None,
+        per_channel: bool = False,
+        fit: str = "gaussian",
+        act_noise: bool = False,
+        act_percentile: float = 0.999,
+        **kwargs: object,
     ) -> None:
+        super().__init__(*args, **kwargs)
         self.weight_quantizer = WeightQuantizer(weight_bits, per_channel, fit)
-        self.input_quantizer = None if act_bits is None else ActivationQuantizer(act_bits)
+        self.input_quantizer = (
+            None if act_bits is None else ActivationQuantizer(act_bits, percentile=act_percentile)
+        )
         self.act_noise = bool(act_noise)
+        self.flow_index: int | None = None
+        self.stage: int | None = None
         self._mode = "float"
 
     @classmethod
@@ -48,7 +67,7 @@ class QuantLayerMixin:
 
         Args:
             module: an instance of the torch layer this class subclasses.
-            **quant_kwargs: weight_bits, act_bits, per_channel, fit, act_noise.
+            **quant_kwargs: the keyword args of ``QuantLayerMixin``.
         """
         base = next(b for b in cls.__mro__ if b in QUANTIZED_TWINS)
         if type(module) is not base:
@@ -86,78 +105,31 @@ class QuantLayerMixin:
         self.weight_quantizer.freeze(self.weight)
         self.weight.requires_grad_(False)
 
-    def _quant_repr(self) -> str:
+    def extra_repr(self) -> str:
         act = "float" if self.input_quantizer is None else self.input_quantizer.bits
-        return f"weight_bits={self.weight_quantizer.bits}, act_bits={act}, mode={self.mode}"
+        settings = f"weight_bits={self.weight_quantizer.bits}, act_bits={act}, mode={self.mode}"
+        return f"{super().extra_repr()}, {settings}"
 
 
 class QuantConv1d(QuantLayerMixin, nn.Conv1d):
     """``nn.Conv1d`` with UNIQ weight quantization and optional input quantization."""
 
-    def __init__(
-        self,
-        *args: object,
-        weight_bits: int = 4,
-        act_bits: int | None = None,
-        per_channel: bool = False,
-        fit: str = "gaussian",
-        act_noise: bool = False,
-        **kwargs: object,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_quantizers(weight_bits, act_bits, per_channel, fit, act_noise)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.quantize_input(x), self.quantized_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._quant_repr()}"
 
 
 class QuantConv2d(QuantLayerMixin, nn.Conv2d):
     """``nn.Conv2d`` (grouped and depthwise included) with UNIQ weight and input quantization."""
 
-    def __init__(
-        self,
-        *args: object,
-        weight_bits: int = 4,
-        act_bits: int | None = None,
-        per_channel: bool = False,
-        fit: str = "gaussian",
-        act_noise: bool = False,
-        **kwargs: object,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_quantizers(weight_bits, act_bits, per_channel, fit, act_noise)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.quantize_input(x), self.quantized_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._quant_repr()}"
 
 
 class QuantLinear(QuantLayerMixin, nn.Linear):
     """``nn.Linear`` with UNIQ weight quantization and optional input quantization."""
 
-    def __init__(
-        self,
-        *args: object,
-        weight_bits: int = 4,
-        act_bits: int | None = None,
-        per_channel: bool = False,
-        fit: str = "gaussian",
-        act_noise: bool = False,
-        **kwargs: object,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_quantizers(weight_bits, act_bits, per_channel, fit, act_noise)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.quantize_input(x), self.quantized_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, {self._quant_repr()}"
 
 
 QUANTIZED_TWINS: dict[type[nn.Module], type[QuantLayerMixin]] = {

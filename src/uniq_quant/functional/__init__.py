@@ -17,7 +17,7 @@ from uniq_quant.functional.distributions import (
     gaussian_stats,
 )
 from uniq_quant.functional.noise import inject_noise, uniform_noise
-from uniq_quant.functional.quantize import dequantize, fake_quantize, quantize
+from uniq_quant.functional.quantize import dequantize, fake_quantize, quantize, straight_through
 
 __all__ = [
     "FITS",
@@ -33,5 +33,6 @@ __all__ = [
     "gaussian_stats",
     "inject_noise",
     "quantize",
+    "straight_through",
     "uniform_noise",
 ]

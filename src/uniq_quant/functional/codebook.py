@@ -48,15 +48,16 @@ def fit_codebook(
     """Fit the codebook of ``method`` with 2^bits levels to ``w``; inputs are not validated.
 
     Returns:
-        A Codebook in at least float32 precision (float64 when ``w`` is float64).
+        A float64 Codebook: computing in double keeps levels near zero (mu + sigma * z with
+        cancelling terms) accurate to the precision of ``w``'s dtype once cast back.
     """
-    x = grouped(w, per_channel)
-    x = x if x.dtype == torch.float64 else x.float()
+    x = grouped(w, per_channel).double()
     centres, edges = bin_probabilities(bits, x.device)
     if method == "kquantile":
-        mu, sigma = gaussian_stats(w, per_channel)
-        z_centres, z_edges = (torch.special.ndtri(p).to(x.dtype) for p in (centres, edges))
-        return Codebook(mu + sigma * z_centres, mu + sigma * z_edges)
+        mu, sigma = gaussian_stats(x, per_channel=True)
+        return Codebook(
+            mu + sigma * torch.special.ndtri(centres), mu + sigma * torch.special.ndtri(edges)
+        )
     if method == "empirical":
         return Codebook(empirical_quantiles(x, centres), empirical_quantiles(x, edges))
     if method == "kmeans":

@@ -8,7 +8,7 @@ drawn anew at every call. The noise is exactly one bin wide in the u = F(w) doma
 k-quantile quantizer is uniform, so it has the law of that quantizer's error there. The clamp keeps
 w~ inside [r_1, r_k], the outermost levels, as quantization would.
 
-Gradient: straight-through, d w~ / d w = identity (the forward returns w + (w~ - w).detach()),
+Gradient: straight-through, d w~ / d w = identity (``quantize.straight_through``),
 and the fit's statistics are constants to autograd.
 """
 
@@ -18,6 +18,7 @@ import torch
 
 from uniq_quant._validation import check_bits, check_choice, check_weights
 from uniq_quant.functional.distributions import FITS, fit_distribution, grouped
+from uniq_quant.functional.quantize import straight_through
 
 
 def uniform_noise(
@@ -60,4 +61,4 @@ def inject_noise(
         u = dist.cdf(x.to(torch.float64) if x.dtype == torch.float64 else x.float())
         u = (u + uniform_noise(u.shape, bits, u, generator)).clamp(0.5 / k, 1 - 0.5 / k)
         noisy = dist.icdf(u).to(w.dtype).reshape(w.shape)
-    return w + (noisy - w).detach()
+    return straight_through(w, noisy)

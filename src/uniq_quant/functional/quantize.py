@@ -74,9 +74,18 @@ def dequantize(codes: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     return decode(codes, levels)
 
 
+def straight_through(w: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``target`` in the forward pass (bit-exact), with the gradient of ``w`` in the backward pass.
+
+    Computed as target + (w - w), with only the first term detached: w - w is exactly 0, so
+    the forward value is exactly ``target``, unlike w + (target - w), which can round.
+    """
+    return target.detach() + (w - w.detach())
+
+
 def fake_quantize(
     w: torch.Tensor, bits: int, method: str = "kquantile", per_channel: bool = False
 ) -> torch.Tensor:
     """``dequantize(*quantize(w, ...))`` in the forward pass, identity in the backward pass."""
     codes, levels = quantize(w, bits, method, per_channel)
-    return w + (dequantize(codes, levels) - w).detach()
+    return straight_through(w, dequantize(codes, levels))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from uniq_quant._validation import ACT_BITS, check_bits, check_choice
+from uniq_quant.functional.quantize import straight_through
 
 MODES = ("float", "noise", "quant")
 _MAX_SAMPLES = 2**16  # the quantile is taken on an evenly strided subsample of this size
@@ -83,8 +84,7 @@ class ActivationQuantizer(nn.Module):
         if self.mode == "noise" and self.training:
             noise = (torch.rand_like(clamped) - 0.5) * step
             return clamped + noise
-        rounded = torch.round(clamped / step) * step
-        return clamped + (rounded - clamped).detach()
+        return straight_through(clamped, torch.round(clamped / step) * step)
 
     def range(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(lo, hi, step) of the quantization grid, as 0-dim tensors."""
