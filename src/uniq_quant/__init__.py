@@ -9,7 +9,7 @@ Modules:
     quantizers: WeightQuantizer and ActivationQuantizer modules with float / noise / quant modes.
     nn: QuantConv1d, QuantConv2d and QuantLinear, drop-in subclasses of the torch layers.
     config: QuantConfig, the validated settings of prepare.
-    prepare: prepare (swap quantized layers into any nn.Module) and convert (freeze them).
+    prepare: prepare (swap in quantized layers), calibrate (ranges) and convert (freeze).
     schedule: GradualSchedule, block-by-block quantize-and-freeze in data-flow order.
     report: a per-layer table of a prepared model.
     cli: the ``uniq-quant`` command line.
@@ -18,7 +18,7 @@ Modules:
 from uniq_quant.config import QuantConfig
 from uniq_quant.functional import dequantize, fake_quantize, inject_noise, quantize
 from uniq_quant.nn import QuantConv1d, QuantConv2d, QuantLinear
-from uniq_quant.prepare import convert, prepare, quantized_layers
+from uniq_quant.prepare import calibrate, convert, prepare, quantized_layers
 from uniq_quant.quantizers import ActivationQuantizer, WeightQuantizer
 from uniq_quant.report import format_report, layer_report
 from uniq_quant.schedule import GradualSchedule
@@ -34,6 +34,7 @@ __all__ = [
     "QuantLinear",
     "WeightQuantizer",
     "__version__",
+    "calibrate",
     "convert",
     "dequantize",
     "fake_quantize",

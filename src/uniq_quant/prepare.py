@@ -8,6 +8,7 @@
   3. swaps each quantized layer for its ``uniq_quant.nn`` twin, sharing the float Parameters,
      with an input quantizer unless the layer reads the network input;
   4. leaves every quantized layer in float mode.
+``calibrate(model, batches)`` sets the activation ranges without training (post-training use).
 ``convert(model)`` freezes every quantized layer in quant mode: from then on the model computes
 exactly what the exported file computes.
 
@@ -18,14 +19,16 @@ projection of nn.MultiheadAttention) is not one of them and stays in float.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
 
 from uniq_quant.config import FLOAT, QuantConfig, unmatched_overrides
 from uniq_quant.nn import QUANTIZED_TWINS, QuantLayerMixin
+from uniq_quant.quantizers import ActivationQuantizer
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +129,29 @@ def convert(model: nn.Module) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable[object]) -> nn.Module:
+    """Track the activation ranges over ``batches`` and change nothing else; returns model.
+
+    The model runs in eval mode (BatchNorm statistics stay as they are) with only its
+    activation quantizers observing, as post-training quantization needs.
+
+    Args:
+        model: a prepared model.
+        batches: model inputs: tensors, or tuples of positional arguments.
+    """
+    quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
+    if not quantizers:
+        raise RuntimeError("calibrate() found no activation quantizer: prepare() the model first")
+    with _modes_restored(model):
+        model.eval()
+        for quantizer in quantizers:
+            quantizer.train()
+        for batch in batches:
+            model(*(batch if isinstance(batch, tuple) else (batch,)))
+    return model
+
+
 def quantized_layers(model: nn.Module) -> Iterator[tuple[str, QuantLayerMixin]]:
     """(name, layer) of every quantized layer of ``model``, in data-flow order."""
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLayerMixin)]
@@ -149,15 +175,24 @@ def _trace(
             reads_input.add(module)
 
     handles = [m.register_forward_pre_hook(record) for m in candidates]
-    modes = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        model(*args)
+        with _modes_restored(model):
+            model.eval()
+            model(*args)
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.train(training)
     if order:
         reads_input.add(order[0])
     return order, reads_input
+
+
+@contextlib.contextmanager
+def _modes_restored(model: nn.Module) -> Iterator[None]:
+    """Restore every submodule's train / eval flag on exit."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.train(training)
