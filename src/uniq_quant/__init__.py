@@ -16,6 +16,7 @@ Modules:
 """
 
 from uniq_quant.config import QuantConfig
+from uniq_quant.export import export_onnx, load_quantized, save_quantized
 from uniq_quant.functional import dequantize, fake_quantize, inject_noise, quantize
 from uniq_quant.nn import QuantConv1d, QuantConv2d, QuantLinear
 from uniq_quant.prepare import calibrate, convert, prepare, quantized_layers
@@ -37,11 +38,14 @@ __all__ = [
     "calibrate",
     "convert",
     "dequantize",
+    "export_onnx",
     "fake_quantize",
     "format_report",
     "inject_noise",
     "layer_report",
+    "load_quantized",
     "prepare",
     "quantize",
     "quantized_layers",
+    "save_quantized",
 ]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from uniq_quant import __version__
 
 # Each entry is a module of uniq_quant.commands with a ``register(subparsers)`` function.
-COMMANDS: tuple[str, ...] = ("bops",)
+COMMANDS: tuple[str, ...] = ("bops", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

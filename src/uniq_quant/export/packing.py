@@ -1,0 +1,114 @@
+"""Bit packing: b-bit codes stored at exactly b bits each, b = 1..8.
+
+n codes of ``bits`` bits take ``ceil(n * bits / 8)`` bytes. The layout is a little-endian bit
+stream: code i occupies stream bits [i * bits, (i + 1) * bits), its least significant bit first,
+and stream bit j is bit j % 8 (counted from the least significant) of byte j // 8. Unused bits
+of the last byte are zero. This is ``numpy.packbits(..., bitorder="little")`` applied to the
+codes' little-endian bit expansion, so any language can read the bytes without this library.
+
+Both directions are vectorized tensor operations (no Python loop over elements): the codes are
+expanded into a (n, bits) matrix of 0/1 bytes, regrouped by eights and summed with the weights
+1, 2, 4, ..., 128. The intermediate bit matrix takes n * bits bytes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from uniq_quant._validation import check_bits
+
+_BYTE = 8  # bits per byte
+
+
+def packed_size(numel: int, bits: int) -> int:
+    """Bytes that ``numel`` codes of ``bits`` bits take once packed: ceil(numel * bits / 8)."""
+    return math.ceil(numel * check_bits(bits, what="code bits") / _BYTE)
+
+
+def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack uint8 codes of any shape into a flat byte tensor at ``bits`` bits per code.
+
+    Args:
+        codes: uint8 tensor of values in 0..2^bits - 1, any shape (read in row-major order).
+        bits: bits per code, 1..8.
+
+    Returns:
+        uint8 tensor of shape (ceil(codes.numel() * bits / 8),) on ``codes``' device.
+
+    Raises:
+        TypeError: ``codes`` is not a uint8 tensor.
+        ValueError: ``bits`` is outside 1..8, or a code does not fit in ``bits`` bits.
+
+    Example:
+        >>> pack_codes(torch.tensor([1, 2, 3], dtype=torch.uint8), bits=2)
+        tensor([57], dtype=torch.uint8)
+    """
+    bits = check_bits(bits, what="code bits")
+    _check_uint8(codes, "codes")
+    flat = codes.reshape(-1)
+    if flat.numel() and int(flat.max()) >= 2**bits:
+        raise ValueError(
+            f"a code of value {int(flat.max())} does not fit in {bits} bits (max {2**bits - 1}); "
+            "pack with the bits the codes were quantized at"
+        )
+
+    # 1. the little-endian bit stream, one 0/1 byte per bit: (n * bits,)
+    stream = ((flat.unsqueeze(1) >> _shifts(bits, flat.device)) & 1).reshape(-1)
+
+    # 2. pad to whole bytes and weigh each bit by its place value within its byte
+    stream = torch.nn.functional.pad(stream, (0, -stream.numel() % _BYTE))
+    place = torch.ones((), dtype=torch.uint8, device=flat.device) << _shifts(_BYTE, flat.device)
+    return (stream.reshape(-1, _BYTE) * place).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_codes(
+    packed: torch.Tensor, bits: int, numel: int, shape: torch.Size | tuple[int, ...] | None = None
+) -> torch.Tensor:
+    """Unpack the first ``numel`` codes of ``bits`` bits from ``packed``: ``pack_codes``' inverse.
+
+    Args:
+        packed: flat uint8 tensor written by ``pack_codes``.
+        bits: bits per code, 1..8.
+        numel: number of codes to read.
+        shape: shape of the result (its product must be ``numel``); flat (numel,) if None.
+
+    Returns:
+        uint8 tensor of codes in 0..2^bits - 1, shaped ``shape``, on ``packed``'s device.
+
+    Raises:
+        TypeError: ``packed`` is not a flat uint8 tensor.
+        ValueError: ``packed`` does not hold exactly ``ceil(numel * bits / 8)`` bytes, or
+            ``shape`` does not hold ``numel`` elements.
+    """
+    bits = check_bits(bits, what="code bits")
+    _check_uint8(packed, "packed codes")
+    expected = packed_size(numel, bits)
+    if packed.dim() != 1 or packed.numel() != expected:
+        raise ValueError(
+            f"{numel} codes of {bits} bits take {expected} bytes, got a packed tensor of shape "
+            f"{tuple(packed.shape)}; pass the numel and bits the codes were packed with"
+        )
+    shape = (numel,) if shape is None else tuple(shape)
+    if math.prod(shape) != numel:
+        raise ValueError(f"shape {shape} does not hold {numel} codes; pass the codes' own shape")
+
+    # 1. the bit stream, one 0/1 byte per bit, cut to the codes' bits: (numel, bits)
+    stream = (packed.unsqueeze(1) >> _shifts(_BYTE, packed.device)) & 1
+    stream = stream.reshape(-1)[: numel * bits].reshape(numel, bits)
+
+    # 2. weigh each bit by its place value within its code
+    place = torch.ones((), dtype=torch.uint8, device=packed.device) << _shifts(bits, packed.device)
+    return (stream * place).sum(dim=1, dtype=torch.uint8).reshape(shape)
+
+
+def _shifts(count: int, device: torch.device) -> torch.Tensor:
+    """The shifts 0..count-1 as uint8, to broadcast against a trailing dim."""
+    return torch.arange(count, dtype=torch.uint8, device=device)
+
+
+def _check_uint8(tensor: object, what: str) -> None:
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.uint8:
+        kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise TypeError(f"{what} must be a uint8 torch.Tensor, got {kind}")
