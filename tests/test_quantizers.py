@@ -52,11 +52,29 @@ def test_frozen_quantizer_computes_codes_once(monkeypatch: pytest.MonkeyPatch) -
     quantizer.freeze(w)
     calls = []
     monkeypatch.setattr(weight_module, "quantize", lambda *a, **k: calls.append(a))
-    monkeypatch.setattr(weight_module, "fake_quantize", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(weight_module, "dequantize", lambda *a, **k: calls.append(a))
     for _ in range(3):
         quantizer(w)
     assert calls == []
     assert quantizer.codes.dtype == torch.uint8 and quantizer.levels.shape == (8,)
+
+
+def test_unfrozen_quantization_is_recomputed_only_when_the_weight_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Eval forwards reuse one quantization until the weight is updated in place."""
+    from uniq_quant.quantizers import weight as weight_module
+
+    calls = []
+    real = weight_module.quantize
+    monkeypatch.setattr(weight_module, "quantize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    w = torch.nn.Parameter(torch.randn(8, 8))
+    quantizer = WeightQuantizer(3, mode="noise").eval()
+    first = quantizer(w)
+    assert torch.equal(quantizer(w), first) and len(calls) == 1
+    with torch.no_grad():
+        w.mul_(2)
+    assert torch.equal(quantizer(w), dequantize(*real(w, 3))) and len(calls) == 2
 
 
 def test_freeze_cache_travels_in_state_dict_and_leaving_quant_drops_it() -> None:

@@ -6,7 +6,12 @@ Modes (``MODES``):
   in the uniformized domain and a straight-through gradient (``functional.noise``). In eval it
   quantizes, so evaluating a model mid-training measures what deployment will compute.
 * ``quant``: k-quantile quantization with a straight-through gradient; after ``freeze(w)`` the
-  codes and levels are computed once, cached in buffers, and every forward only looks them up.
+  codes and levels are computed once and cached in buffers, and so is the decoded weight
+  (a non-persistent buffer): a frozen forward does no quantization work at all.
+
+Unfrozen quantization is cached too, keyed by the weight tensor's identity and its in-place
+version counter: evaluating a model mid-training quantizes each weight once, not once per batch,
+and any update of the weight (an optimizer step) invalidates the cache.
 
 Cached codes and levels belong to the weight they were computed from: loading a state_dict
 without them (a float checkpoint) drops the cache; loading one with them restores it.
@@ -18,7 +23,7 @@ import torch
 from torch import nn
 
 from uniq_quant._validation import check_bits, check_choice
-from uniq_quant.functional import FITS, dequantize, fake_quantize, inject_noise, quantize
+from uniq_quant.functional import FITS, dequantize, inject_noise, quantize, straight_through
 
 MODES = ("float", "noise", "quant")
 _CACHE = ("codes", "levels")
@@ -43,6 +48,8 @@ class WeightQuantizer(nn.Module):
         self.fit = check_choice(fit, FITS, "distribution fit")
         self.register_buffer("codes", None)
         self.register_buffer("levels", None)
+        self.register_buffer("decoded", None, persistent=False)
+        self._cache: tuple[tuple, torch.Tensor] | None = None
         self.mode = mode
 
     @property
@@ -53,6 +60,7 @@ class WeightQuantizer(nn.Module):
     @mode.setter
     def mode(self, mode: str) -> None:
         self._mode = check_choice(mode, MODES, "weight quantizer mode")
+        self._cache = None
         if mode != "quant":
             self.unfreeze()
 
@@ -73,19 +81,32 @@ class WeightQuantizer(nn.Module):
         if self.mode == "noise" and self.training:
             return inject_noise(w, self.bits, self.fit, self.per_channel)
         if self.frozen:
-            return dequantize(self.codes, self.levels)
-        return fake_quantize(w, self.bits, self.method, self.per_channel)
+            if self.decoded is None:
+                self.decoded = dequantize(self.codes, self.levels)
+            return self.decoded
+        return straight_through(w, self._quantized(w))
 
     @torch.no_grad()
     def freeze(self, w: torch.Tensor) -> None:
         """Quantize ``w`` once, cache its codes and levels, and switch to ``quant`` mode."""
         self.mode = "quant"
         self.codes, self.levels = quantize(w.detach(), self.bits, self.method, self.per_channel)
+        self.decoded = dequantize(self.codes, self.levels)
 
     def unfreeze(self) -> None:
         """Drop the cached codes and levels (the next quant forward recomputes them)."""
         self.codes = None
         self.levels = None
+        self.decoded = None
+
+    @torch.no_grad()
+    def _quantized(self, w: torch.Tensor) -> torch.Tensor:
+        """dequantize(quantize(w)), recomputed only when ``w`` changed since the last call."""
+        key = (id(w), w.data_ptr(), w._version, tuple(w.shape), w.dtype, w.device)
+        if self._cache is None or self._cache[0] != key:
+            codes, levels = quantize(w.detach(), self.bits, self.method, self.per_channel)
+            self._cache = (key, dequantize(codes, levels))
+        return self._cache[1]
 
     def extra_repr(self) -> str:
         granularity = "channel" if self.per_channel else "tensor"
@@ -96,4 +117,6 @@ class WeightQuantizer(nn.Module):
         for name in _CACHE:
             cached = state_dict.get(prefix + name)
             setattr(self, name, None if cached is None else torch.empty_like(cached))
+        self.decoded = None
+        self._cache = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
