@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from uniq_quant import __version__
 
 # Each entry is a module of uniq_quant.commands with a ``register(subparsers)`` function.
-COMMANDS: tuple[str, ...] = ("bops", "export")
+COMMANDS: tuple[str, ...] = ("train", "demo", "bops", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_rank = os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 alone reports
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.WARNING if quiet_rank else logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

@@ -137,7 +137,10 @@ class GradualSchedule:
         if self.stage == before:
             return False
         self._apply()
-        logger.info("quantization stage %d of %d", self.stage + 1, self.num_stages)
+        if self.stage < self.num_stages:
+            logger.info("quantization stage %d of %d", self.stage + 1, self.num_stages)
+        else:
+            logger.info("every layer is quantized and frozen")
         return True
 
     def _apply(self) -> None:

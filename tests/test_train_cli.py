@@ -1,0 +1,234 @@
+"""``uniq-quant train``: the run folder contract, resume after SIGKILL, DDP, recipes, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uniq_quant.cli import main
+from uniq_quant.train.settings import load_recipe, settings_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT = (
+    "model",
+    "dataset",
+    "weight_bits",
+    "act_bits",
+    "fp_top1",
+    "quant_top1",
+    "gbops",
+    "gbops_fp32",
+    "size_bytes",
+    "size_bytes_fp32",
+    "train_seconds",
+)
+TINY = [
+    "--dataset",
+    "synthetic",
+    "--model",
+    "small_cnn",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--float-epochs",
+    "1",
+    "--stage-epochs",
+    "1",
+    "--final-epochs",
+    "1",
+    "--max-steps-per-epoch",
+    "4",
+]
+
+
+def _check_contract(out: Path, epochs: int) -> dict:
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(key in summary for key in CONTRACT), sorted(summary)
+    assert summary["epochs"] == epochs
+    assert summary["size_bytes"] == (out / "model.safetensors").stat().st_size
+    assert summary["gbops"] < summary["gbops_fp32"]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == list(range(1, epochs + 1))
+    for name in ("config.yaml", "checkpoint.pt", "float_model.pt", "training_curves.png"):
+        assert (out / name).is_file(), name
+    return summary
+
+
+def test_train_writes_the_run_folder_contract(tmp_path: Path) -> None:
+    """A tiny run writes config, metrics per epoch, checkpoint, export, figures and summary."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    summary = _check_contract(out, epochs=1 + 3 + 1)  # float, three layers, final phase
+    assert summary["weight_bits"] == 4 and summary["act_bits"] == 8
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["model"] == "small_cnn" and saved["max_steps_per_epoch"] == 4
+
+
+def test_existing_run_folder_is_never_overwritten(tmp_path: Path) -> None:
+    """A second run into a used folder exits 2 and leaves every file as it was."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", *TINY, "--out", str(out)]) == 2
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--model", "resnet1000"],
+        ["--dataset", "imagenet22k"],
+        ["--dataset", "cifar10", "--data", "/nonexistent/cifar"],
+        ["--weight-bits", "12"],
+        ["--act-bits", "1"],
+        ["--override", "fc"],
+        ["--lr", "-1"],
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, flags: list, caplog) -> None:
+    """Unknown model or dataset, missing data, bad bits: a message, exit 2, no run folder."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, *flags, "--out", str(out)]) == 2
+    assert not out.exists()
+    assert caplog.records and caplog.records[-1].levelname == "ERROR"
+
+
+def test_resume_with_different_settings_is_refused(tmp_path: Path) -> None:
+    """--resume with other bits names the difference and changes nothing."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["train", *TINY, "--weight-bits", "2", "--out", str(out), "--resume"]) == 2
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_resume_without_a_run_is_refused(tmp_path: Path) -> None:
+    """--resume of a folder with no checkpoint exits 2."""
+    assert main(["train", *TINY, "--out", str(tmp_path / "none"), "--resume"]) == 2
+
+
+def test_config_file_supplies_defaults_that_flags_override(tmp_path: Path) -> None:
+    """Values come from the YAML recipe unless a flag says otherwise; '-' and '_' alike."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("weight-bits: 3\nact_bits: float\nmodel: lenet5\n")
+    out = tmp_path / "run"
+    assert (
+        main(["train", *TINY, "--config", str(recipe), "--weight-bits", "2", "--out", str(out)])
+        == 0
+    )
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["weight_bits"], saved["act_bits"], saved["model"]) == (2, None, "small_cnn")
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "uniq_quant", "train", *args]
+
+
+def test_sigkill_mid_epoch_then_resume_finishes_the_run(tmp_path: Path) -> None:
+    """A run killed with SIGKILL inside an epoch resumes and ends with all its epochs."""
+    out = tmp_path / "run"
+    flags = [
+        "--dataset",
+        "synthetic",
+        "--model",
+        "resnet20",
+        "--batch-size",
+        "32",
+        "--workers",
+        "0",
+        "--float-epochs",
+        "2",
+        "--num-stages",
+        "2",
+        "--stage-epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(_command(*flags), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first_epoch = json.loads(metrics.read_text().splitlines()[0])["seconds"]
+    time.sleep(first_epoch / 2)  # half-way through the second epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    finished = metrics.read_text().count("\n")
+    assert finished < 4 and not (out / "summary.json").exists()
+
+    resumed = subprocess.run(_command(*flags, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    _check_contract(out, epochs=4)
+
+
+def test_ddp_two_cpu_processes_keep_weights_identical(tmp_path: Path) -> None:
+    """torchrun with 2 gloo processes: ranks end bit-identical and the contract holds."""
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(29500 + os.getpid() % 1000),
+        "-m",
+        "uniq_quant",
+        "train",
+        *TINY,
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _check_contract(out, epochs=5)
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+
+
+RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_loads_and_runs_a_few_steps(recipe: Path, tmp_path: Path) -> None:
+    """Each recipe resolves, then runs two steps per epoch on small synthetic images."""
+    settings = settings_from_dict(load_recipe(recipe))
+    assert settings.weight_bits in (2, 3, 4, 5)
+    small = [
+        "--dataset",
+        "synthetic",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--max-steps-per-epoch",
+        "2",
+        "--max-eval-batches",
+        "2",
+        "--init",
+        "none",
+        "--num-stages",
+        "2",
+        "--stage-steps",
+        "2",
+        "--final-epochs",
+        "0",
+        "--float-epochs",
+        "0",
+    ]
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(recipe), *small, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == settings.model and summary["weight_bits"] == settings.weight_bits
