@@ -12,7 +12,12 @@ Modules:
     prepare: prepare (swap in quantized layers), calibrate (ranges) and convert (freeze).
     schedule: GradualSchedule, block-by-block quantize-and-freeze in data-flow order.
     report: a per-layer table of a prepared model.
-    cli: the ``uniq-quant`` command line.
+    bops: count_bops, the paper's bit-operation count per layer and per model.
+    export: save_quantized / load_quantized (bit-packed safetensors) and export_onnx.
+    data, models: offline datasets and loaders; small models and torchvision models by name.
+    train: the training run behind ``uniq-quant train``.
+    plots: figures of runs and of a layer's codebook.
+    cli, commands: the ``uniq-quant`` command line, one module per subcommand.
 """
 
 from uniq_quant.config import QuantConfig
