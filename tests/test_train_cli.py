@@ -232,3 +232,19 @@ def test_every_recipe_loads_and_runs_a_few_steps(recipe: Path, tmp_path: Path) -
     assert main(["train", "--config", str(recipe), *small, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == settings.model and summary["weight_bits"] == settings.weight_bits
+
+
+def test_demo_prints_the_result_table(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The demo trains its recipe on bundled MNIST and ends with the comparison table."""
+    from uniq_quant.commands import demo
+
+    quick = {**demo.DEMO_RECIPE, "max_steps_per_epoch": 30, "stage_steps": 10}
+    quick["max_eval_batches"] = 5
+    monkeypatch.setattr(demo, "DEMO_RECIPE", quick)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    for part in ("top-1 (%)", "GBOPs", "file (bytes)", "UNIQ W4A8", f"run folder: {out}"):
+        assert part in table
+    summary = _check_contract(out, epochs=2)
+    assert summary["dataset"] == "mnist" and summary["size_bytes"] < summary["size_bytes_fp32"]
