@@ -35,7 +35,7 @@ from uniq_quant.functional import fit_codebook, gaussian_stats
 RUN_KEYS = ("model", "weight_bits", "act_bits", "quant_top1", "gbops")
 PEER_COLUMNS = ("label", "gbops", "top1")
 DPI = 150
-_HIST_BINS = 120
+_HIST_BINS = 120  # at most; a small tensor gets about sqrt(n) bins
 _MANY_LEVELS = 32  # above this many levels, codebook lines are drawn thin
 _PDF_POINTS = 400  # samples of the fitted density curve
 _LEVEL_HEIGHT = 0.12  # level markers rise this fraction of the y-axis above zero
@@ -173,7 +173,8 @@ def plot_weight_histogram(
     ax = fig.add_subplot()
 
     # 1. the weights and the Gaussian the quantizer fits to them
-    ax.hist(w.flatten().numpy(), bins=_HIST_BINS, density=True, color="0.75", label="weights")
+    bins = min(_HIST_BINS, max(10, math.isqrt(w.numel())))
+    ax.hist(w.flatten().numpy(), bins=bins, density=True, color="0.75", label="weights")
     lo, hi = min(w.min().item(), thresholds[0]), max(w.max().item(), thresholds[-1])
     xs = torch.linspace(lo, hi, _PDF_POINTS)
     pdf = torch.exp(-0.5 * ((xs - mu) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
@@ -278,7 +279,7 @@ def _label_stages(ax, records: Sequence[Mapping[str, object]], boundaries: list[
     stages += [b.get("stage") for a, b in pairwise(records) if a.get("stage") != b.get("stage")]
     for (left, right), stage in zip(pairwise(edges), stages, strict=True):
         ax.annotate(
-            f"stage {stage}",
+            f"stage {stage}" if str(stage).isdigit() else str(stage),
             xy=((left + right) / 2, 1.0),
             xycoords=("data", "axes fraction"),
             xytext=(0, 3),

@@ -304,7 +304,7 @@ def _figures(model: nn.Module, ctx: _Context, gbops: float) -> None:
         return
     out = ctx.out
     plots.plot_training_curves(ctx.state.metrics, out / "training_curves.png")
-    name, layer = next(iter(quantized_layers(model)))
+    name, layer = max(quantized_layers(model), key=lambda item: item[1].weight.numel())
     bits = layer.weight_quantizer.bits
     plots.plot_weight_histogram(layer.weight.detach().cpu(), bits, out / "weights.png", name=name)
     point = {
