@@ -50,10 +50,27 @@ def inject_noise(
 
     Returns:
         Tensor shaped like ``w``; its gradient flows to ``w`` unchanged.
+
+    Raises:
+        ValueError: bad bits or fit, or ``w`` empty or not finite.
     """
     check_weights(w)
-    bits = check_bits(bits)
     check_choice(fit, FITS, "distribution fit")
+    return noisy_weights(w, check_bits(bits), fit, per_channel, generator)
+
+
+def noisy_weights(
+    w: torch.Tensor,
+    bits: int,
+    fit: str = "gaussian",
+    per_channel: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``inject_noise`` without the input checks, for the training hot path.
+
+    The caller guarantees valid ``bits`` and ``fit``; non-finite weights give NaN outputs
+    (checking finiteness would synchronize a GPU at every layer of every step).
+    """
     k = 2**bits
     with torch.no_grad():
         dist = fit_distribution(w, fit, per_channel)

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from uniq_quant._validation import check_bits, check_choice
-from uniq_quant.functional import FITS, dequantize, inject_noise, quantize, straight_through
+from uniq_quant.functional import FITS, dequantize, quantize, straight_through
+from uniq_quant.functional.noise import noisy_weights
 
 MODES = ("float", "noise", "quant")
 _CACHE = ("codes", "levels")
@@ -79,7 +80,7 @@ class WeightQuantizer(nn.Module):
         if self.mode == "float":
             return w
         if self.mode == "noise" and self.training:
-            return inject_noise(w, self.bits, self.fit, self.per_channel)
+            return noisy_weights(w, self.bits, self.fit, self.per_channel)
         if self.frozen:
             if self.decoded is None:
                 self.decoded = dequantize(self.codes, self.levels)
