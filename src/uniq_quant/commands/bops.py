@@ -1,4 +1,4 @@
-"""``uniq-quant bops``: the per-layer BOPs table of a torchvision model at given bits.
+"""``uniq-quant bops``: the per-layer BOPs table of a model at given bits.
 
 uniq-quant bops --model tv:resnet18 --weight-bits 4 --act-bits 8 --input-size 224
 """
@@ -6,21 +6,17 @@ uniq-quant bops --model tv:resnet18 --weight-bits 4 --act-bits 8 --input-size 22
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import logging
 import sys
 
-from torch import nn
-
 from uniq_quant._validation import check_bits
 from uniq_quant.bops import BITS, count_bops
+from uniq_quant.models import build_model
 
 logger = logging.getLogger(__name__)
 
-TORCHVISION_PREFIX = "tv:"
 EXIT_USAGE = 2  # the exit code argparse uses for bad arguments
-_LIST_HINT = "python -c 'import torchvision as tv; print(tv.models.list_models(module=tv.models))'"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "m n k^2 (b_a b_w + b_a + b_w + log2(n k^2)) per output position.",
     )
     parser.add_argument(
-        "--model", required=True, help="tv:NAME for a torchvision classification model"
+        "--model", required=True, help="our model name, or tv:NAME for a torchvision classifier"
     )
     parser.add_argument(
         "--weight-bits", type=_bits, default=32, help="bits of every weight (default 32)"
@@ -56,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the model, count its BOPs and print the table (or JSON); returns the exit code."""
     try:
-        model = _torchvision_model(args.model, args.in_channels, args.num_classes)
-    except ValueError as error:
+        model = build_model(args.model, args.num_classes, args.in_channels, args.input_size)
+    except (ValueError, ImportError) as error:
         logger.error("%s", error)
         return EXIT_USAGE
 
@@ -76,42 +72,6 @@ def run(args: argparse.Namespace) -> int:
         text = f"{args.model}, {bits}\n{report.format_table()}"
     sys.stdout.write(text + "\n")
     return 0
-
-
-def _torchvision_model(spec: str, in_channels: int, num_classes: int) -> nn.Module:
-    """An untrained torchvision classifier from ``tv:NAME``; nothing is downloaded."""
-    import torchvision  # the command line needs it, the core library does not
-
-    names = torchvision.models.list_models(module=torchvision.models)
-    name = spec.removeprefix(TORCHVISION_PREFIX)
-    if not spec.startswith(TORCHVISION_PREFIX) or name not in names:
-        close = difflib.get_close_matches(name, names, n=3)
-        hint = f"; did you mean {', '.join('tv:' + c for c in close)}?" if close else ""
-        raise ValueError(
-            f"unknown model {spec!r}: give tv:NAME with NAME a torchvision classification "
-            f"model{hint} List the names with: {_LIST_HINT}"
-        )
-    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    if in_channels != 3:
-        _set_first_conv_channels(model, in_channels)
-    return model
-
-
-def _set_first_conv_channels(model: nn.Module, in_channels: int) -> None:
-    """Replace the first registered Conv2d by one reading ``in_channels`` channels."""
-    name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
-    parent = model.get_submodule(name.rpartition(".")[0])
-    replacement = nn.Conv2d(
-        in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=1,
-        bias=conv.bias is not None,
-    )
-    setattr(parent, name.rpartition(".")[2], replacement)
 
 
 def _bits(text: str) -> int:
