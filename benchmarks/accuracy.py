@@ -1,0 +1,645 @@
+"""Top-1 accuracy of UNIQ against baselines and peer libraries, by weight and activation bits.
+
+    python benchmarks/accuracy.py [--datasets mnist fashion-mnist] [--seeds 0 1 2]
+        [--weight-bits 2 3 4 8] [--act-bits 8 float] [--methods ...] [--epochs 1]
+
+Protocol, per data set and seed:
+1. train one float model (``--model``, default the zoo's small CNN) for ``--float-epochs``
+   with AdamW and a cosine decay; it is cached under ``--cache`` and reused by later runs with
+   the same settings;
+2. for every (weight bits, act bits, method): start from a copy of that float model, fine-tune
+   for ``--epochs`` epochs with the same data order, optimizer (AdamW, ``--lr``, cosine decay,
+   no weight decay) and batch size for every method (post-training methods only calibrate),
+   and evaluate top-1 on the whole test split;
+3. count GBOPs per image (``uniq_quant.bops.count_bops``).
+Every run is written to the JSON file ``--out`` as it finishes (``--resume`` reuses the runs
+of an earlier, identical configuration). At the end the mean and standard deviation over seeds
+go into benchmarks/RESULTS.md, with the command, date and machine, and into a figure of
+accuracy against GBOPs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+import torch
+from methods import METHODS, Job, Method, available
+from torch import nn
+
+from uniq_quant.bops import count_bops
+from uniq_quant.models import build_model
+
+logger = logging.getLogger("accuracy")
+
+DATASETS = ("mnist", "fashion-mnist")
+FLOAT = "float"
+SECTION = "Accuracy: UNIQ against baselines and peers"
+GOAL_W4_GAP = 0.3  # points of top-1 UNIQ W4A8 may lose against float
+UNIQ_REFERENCE = "uniq"  # the method the goals are checked for
+_COLORS = (  # 13 distinguishable colors: UNIQ blues and greens, baselines warm, peers grey
+    "#1f4e9c",
+    "#3b8bd9",
+    "#1b9e77",
+    "#66c2a5",
+    "#7b3294",
+    "#d95f02",
+    "#e7298a",
+    "#a6761d",
+    "#e6ab02",
+    "#b2182b",
+    "#252525",
+    "#737373",
+    "#bdbdbd",
+)
+_MARKERS = "osD^vP*XhpH<>"
+_STYLES = {"UNIQ": "-", "baseline": "--", "peer": ":"}
+_DODGE = 0.006  # relative sideways spread between methods at the same GBOPs
+ERROR_TICKS = (0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 90)  # top-1 error, %
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    grid = parser.add_argument_group("grid")
+    grid.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    grid.add_argument("--model", default="small_cnn", help="model of the zoo (default small_cnn)")
+    grid.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    grid.add_argument("--weight-bits", nargs="+", type=int, default=[2, 3, 4, 8])
+    grid.add_argument(
+        "--act-bits", nargs="+", default=["8", FLOAT], help="activation bits, or 'float'"
+    )
+    grid.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs")
+    train.add_argument("--float-epochs", type=float, default=2.0, help="float training epochs")
+    train.add_argument(
+        "--max-steps", type=int, help="cap on the steps of every training phase (smoke runs)"
+    )
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=2e-4, help="fine-tuning learning rate")
+    train.add_argument("--float-lr", type=float, default=2e-3, help="float training rate")
+    train.add_argument("--calibration-batches", type=int, default=8, help="post-training")
+    train.add_argument(
+        "--final-fraction",
+        type=float,
+        default=0.1,
+        help="UNIQ: share of the steps with every layer frozen",
+    )
+    train.add_argument(
+        "--diffq-penalty", type=float, default=0.01, help="DiffQ: loss per bit per weight"
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--cache", type=Path, default=common.HERE / "cache", help="float models")
+    out.add_argument("--out", type=Path, default=common.HERE / "results" / "accuracy.json")
+    out.add_argument("--figure", type=Path, default=common.HERE / "accuracy_vs_gbops.png")
+    out.add_argument("--resume", action="store_true", help="reuse finished runs from --out")
+    out.add_argument(
+        "--report-only", action="store_true", help="redo RESULTS.md and the figure from --out"
+    )
+    out.add_argument(
+        "--no-report", action="store_true", help="write neither RESULTS.md nor the figure"
+    )
+    out.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args(argv)
+    args.act_bits = [_act_bits(a, parser) for a in args.act_bits]
+    return args
+
+
+def _act_bits(value: str, parser: argparse.ArgumentParser) -> int | None:
+    if value == FLOAT:
+        return None
+    if not value.isdigit() or not 2 <= int(value) <= 8:
+        parser.error(f"--act-bits takes integers in 2..8 or 'float', got {value!r}")
+    return int(value)
+
+
+def settings_of(args: argparse.Namespace) -> dict:
+    """Everything that changes a run's result except its grid cell (for --resume)."""
+    keys = (
+        "model",
+        "epochs",
+        "float_epochs",
+        "max_steps",
+        "batch_size",
+        "lr",
+        "float_lr",
+        "calibration_batches",
+        "final_fraction",
+        "diffq_penalty",
+    )
+    return {k: getattr(args, k) for k in keys}
+
+
+def phase_steps(epochs: float, data: common.Data, args: argparse.Namespace) -> int:
+    steps = max(1, round(epochs * common.steps_per_epoch(data, args.batch_size)))
+    return steps if args.max_steps is None else min(steps, args.max_steps)
+
+
+def float_model(data: common.Data, seed: int, args: argparse.Namespace) -> tuple[nn.Module, dict]:
+    """The trained float model of ``seed``, from the cache or trained now (and cached)."""
+    steps = phase_steps(args.float_epochs, data, args)
+    name = f"{data.name}-{args.model}-seed{seed}-{steps}steps-b{args.batch_size}-lr{args.float_lr}"
+    path = args.cache / f"{name}.pt"
+    torch.manual_seed(seed)
+    model = build_model(args.model, data.num_classes, data.shape[0])
+    if path.exists():
+        cached = torch.load(path, weights_only=True)
+        model.load_state_dict(cached["state_dict"])
+        logger.info("float model %s from the cache: top-1 %.2f%%", name, cached["top1"])
+        return model, cached["info"]
+
+    settings = common.TrainSettings(steps, args.batch_size, args.float_lr)
+    optimizer, lr_schedule = common.make_optimizer(model, settings)
+    start = time.perf_counter()
+    common.train_steps(model, data.train, optimizer, lr_schedule, settings, seed)
+    info = {
+        "top1": common.evaluate(model, data.test),
+        "steps": steps,
+        "train_seconds": time.perf_counter() - start,
+        "gbops": count_bops(model, data.shape).gbops,
+    }
+    args.cache.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "top1": info["top1"], "info": info}, path)
+    logger.info("float model %s: top-1 %.2f%% in %.0f s", name, info["top1"], info["train_seconds"])
+    return model, info
+
+
+def run_method(
+    method: Method,
+    model: nn.Module,
+    data: common.Data,
+    seed: int,
+    weight_bits: int,
+    act_bits: int | None,
+    args: argparse.Namespace,
+) -> dict:
+    """Quantize a copy of ``model`` with ``method``, fine-tune, evaluate; one result record."""
+    torch.manual_seed(seed)
+    steps = phase_steps(args.epochs, data, args)
+    calibration = [
+        data.train.images[idx]
+        for idx in common.batch_indices(
+            len(data.train), args.batch_size, args.calibration_batches, seed
+        )
+    ]
+    job = Job(
+        weight_bits,
+        act_bits,
+        data.test.images[:1],
+        calibration,
+        steps,
+        {"final_fraction": args.final_fraction, "diffq_penalty": args.diffq_penalty},
+    )
+    start = time.perf_counter()
+    prepared = method.build(copy.deepcopy(model), job)
+    loss = None
+    if prepared.trains:
+        settings = common.TrainSettings(steps, args.batch_size, args.lr)
+        optimizer, _ = common.make_optimizer(prepared.model, settings)
+        if prepared.attach is not None:
+            prepared.attach(optimizer)
+        lr_schedule = common.schedule_for(optimizer, settings)  # after attach: all groups
+        loss = common.train_steps(
+            prepared.model,
+            data.train,
+            optimizer,
+            lr_schedule,
+            settings,
+            seed,
+            prepared.penalty,
+            prepared.after_step,
+        )
+    final = prepared.finished()
+    seconds = time.perf_counter() - start
+    return {
+        "top1": common.evaluate(final, data.test),
+        "gbops": prepared.gbops(),
+        "bits_reached": weight_bits if prepared.bits is None else prepared.bits(),
+        "steps": steps if prepared.trains else 0,
+        "final_loss": loss,
+        "seconds": seconds,
+    }
+
+
+def cell_key(record: dict) -> tuple:
+    return (
+        record["dataset"],
+        record["seed"],
+        record["method"],
+        record["weight_bits"],
+        record["act_bits"],
+    )
+
+
+def run_grid(args: argparse.Namespace, payload: dict) -> None:
+    """Run every grid cell not in ``payload`` yet, saving ``payload`` after each."""
+    done = {cell_key(r) for r in payload["runs"]}
+    methods = [METHODS[name] for name in args.methods]
+    for method in methods:
+        reason = available(method)
+        if reason is not None:
+            payload["not_run"][method.name] = reason
+            logger.warning("%s not run: %s", method.label, reason)
+    runnable = [m for m in methods if m.name not in payload["not_run"]]
+    for dataset in args.datasets:
+        data = common.load_data(dataset)
+        for seed in args.seeds:
+            model, info = float_model(data, seed, args)
+            payload["float"][f"{dataset}/{seed}"] = info
+            for act_bits in args.act_bits:
+                for weight_bits in args.weight_bits:
+                    for method in runnable:
+                        record = {
+                            "dataset": dataset,
+                            "model": args.model,
+                            "seed": seed,
+                            "method": method.name,
+                            "label": method.label,
+                            "family": method.family,
+                            "uniform": method.uniform,
+                            "weight_bits": weight_bits,
+                            "act_bits": act_bits,
+                            "float_top1": info["top1"],
+                            "gbops_fp32": info["gbops"],
+                        }
+                        if cell_key(record) in done:
+                            continue
+                        try:
+                            record.update(
+                                run_method(method, model, data, seed, weight_bits, act_bits, args)
+                            )
+                            record["status"] = "ok"
+                        except Exception as error:  # one failing peer must not stop the grid
+                            logger.error("%s failed:\n%s", method.label, traceback.format_exc())
+                            record["status"] = f"failed: {type(error).__name__}: {error}"
+                        logger.info(
+                            "%s seed %d W%dA%s %-20s top-1 %s (%.0f s)",
+                            dataset,
+                            seed,
+                            weight_bits,
+                            act_bits or "f",
+                            method.label,
+                            f"{record['top1']:.2f}" if "top1" in record else record["status"],
+                            record.get("seconds", 0.0),
+                        )
+                        payload["runs"].append(record)
+                        common.save_json(args.out, payload)
+
+
+def summarize(runs: list[dict]) -> dict[tuple, dict]:
+    """(dataset, act bits, weight bits, method) -> mean / std / n of top-1, GBOPs, bits."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        if r.get("status") == "ok":
+            groups[(r["dataset"], r["act_bits"], r["weight_bits"], r["method"])].append(r)
+    summary = {}
+    for key, rs in groups.items():
+        top1 = [r["top1"] for r in rs]
+        summary[key] = {
+            "mean": statistics.fmean(top1),
+            "std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+            "n": len(top1),
+            "gbops": statistics.fmean(r["gbops"] for r in rs),
+            "bits": statistics.fmean(r["bits_reached"] for r in rs),
+            "label": rs[0]["label"],
+            "family": rs[0]["family"],
+            "uniform": rs[0]["uniform"],
+        }
+    return summary
+
+
+def float_summary(payload: dict, dataset: str) -> tuple[float, float, int, float]:
+    """(mean, std, n, GBOPs) of the float models of ``dataset``."""
+    infos = [v for k, v in payload["float"].items() if k.split("/")[0] == dataset]
+    top1 = [i["top1"] for i in infos]
+    std = statistics.stdev(top1) if len(top1) > 1 else 0.0
+    return statistics.fmean(top1), std, len(top1), infos[0]["gbops"]
+
+
+def markdown_tables(payload: dict, summary: dict) -> str:
+    """One table per data set: methods as rows, (W, A) as columns, mean ± std over seeds."""
+    parts = []
+    datasets = sorted({k[0] for k in summary}, key=DATASETS.index)
+    for dataset in datasets:
+        cells = {(k[1] or 32, k[2]) for k in summary if k[0] == dataset}
+        cells = sorted(cells, key=lambda c: (c[0] == 32, c[1]))  # quantized activations first
+        methods = [m for m in METHODS if any(k[0] == dataset and k[3] == m for k in summary)]
+        fp_mean, fp_std, fp_n, fp_gbops = float_summary(payload, dataset)
+        head = ["method", "family"] + [_cell_head(dataset, a, w, summary) for a, w in cells]
+        lines = [
+            f"**{dataset}** (float {fp_mean:.2f} ± {fp_std:.2f}, n={fp_n}, {fp_gbops:.4f} GBOPs)\n",
+            "| " + " | ".join(head) + " |",
+            "|---|---|" + "---:|" * len(cells),
+        ]
+        for name in methods:
+            row = [METHODS[name].label, METHODS[name].family]
+            for a, w in cells:
+                s = summary.get((dataset, None if a == 32 else a, w, name))
+                row.append("" if s is None else _cell(s, w))
+            lines.append("| " + " | ".join(row) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _cell_head(dataset: str, act: int, weight: int, summary: dict) -> str:
+    key = (dataset, None if act == 32 else act, weight, UNIQ_REFERENCE)
+    gbops = summary[key]["gbops"] if key in summary else None
+    a = "f" if act == 32 else act
+    return f"W{weight}A{a}" + ("" if gbops is None else f" ({gbops:.4f} GBOPs)")
+
+
+def _cell(s: dict, weight_bits: int) -> str:
+    text = f"{s['mean']:.2f} ± {s['std']:.2f}"
+    if s["n"] < 3:
+        text += f" (n={s['n']})"
+    if abs(s["bits"] - weight_bits) > 1e-9:
+        text += f" [{s['bits']:.2f} b, {s['gbops']:.4f} GBOPs]"
+    return text
+
+
+def goals(payload: dict, summary: dict) -> list[str]:
+    """The goal checks, one line each, with the measured figures."""
+    lines = []
+    for dataset in sorted({k[0] for k in summary}, key=DATASETS.index):
+        fp_mean = float_summary(payload, dataset)[0]
+        w4 = summary.get((dataset, 8, 4, UNIQ_REFERENCE))
+        if w4 is not None:
+            gap = fp_mean - w4["mean"]
+            verdict = "met" if gap <= GOAL_W4_GAP else "NOT met"
+            lines.append(
+                f"- {dataset}: UNIQ W4A8 {w4['mean']:.2f} vs float {fp_mean:.2f}: "
+                f"{gap:+.2f} points below float (goal <= {GOAL_W4_GAP}): {verdict}"
+            )
+        w2 = summary.get((dataset, 8, 2, UNIQ_REFERENCE))
+        rivals = {
+            k[3]: s
+            for k, s in summary.items()
+            if k[:3] == (dataset, 8, 2) and (s["uniform"] or s["family"] == "peer")
+        }
+        if w2 is not None and rivals:
+            _, best = max(rivals.items(), key=lambda item: item[1]["mean"])
+            verdict = "met" if w2["mean"] > best["mean"] else "NOT met"
+            lines.append(
+                f"- {dataset}: UNIQ W2A8 {w2['mean']:.2f} vs the best uniform method or peer, "
+                f"{best['label']} {best['mean']:.2f}: {verdict}"
+            )
+    return lines
+
+
+def plot(payload: dict, summary: dict, path: Path) -> None:
+    """Accuracy against GBOPs per data set: one line per method through its weight bits.
+
+    The y axis is the top-1 error on a log scale, labelled as accuracy, so that 99.2% and 60%
+    both read well (higher is better, as usual). Methods at the same bits share a GBOPs value;
+    their points are spread sideways a little so that the error bars stay apart. The float
+    model is a horizontal line (its GBOPs lie far to the right).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    datasets = sorted({k[0] for k in summary}, key=DATASETS.index)
+    acts = sorted({k[1] or 32 for k in summary})
+    fig = Figure(figsize=(2.2 + 6.0 * len(acts), 5.0 * len(datasets)), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(len(datasets), len(acts), squeeze=False)
+    panels = [
+        (d, a, ax)
+        for d, row in zip(datasets, grid, strict=True)
+        for a, ax in zip(acts, row, strict=True)
+    ]
+    names = list(METHODS)
+    for dataset, act, ax in panels:
+        act_key = None if act == 32 else act
+        if not any((k[0], k[1]) == (dataset, act_key) for k in summary):
+            ax.set_visible(False)
+            continue
+        for i, name in enumerate(names):
+            points = sorted(
+                (s["gbops"], 100 - s["mean"], s["std"])
+                for (d, a, _, m), s in summary.items()
+                if (d, a, m) == (dataset, act_key, name)
+            )
+            if not points:
+                continue
+            xs, errs, stds = zip(*points, strict=True)
+            dodge = 1 + _DODGE * (i - (len(names) - 1) / 2)
+            method = METHODS[name]
+            ax.errorbar(
+                [x * dodge for x in xs],
+                errs,
+                yerr=stds,
+                color=_COLORS[i % len(_COLORS)],
+                marker=_MARKERS[i % len(_MARKERS)],
+                ls=_STYLES[method.family],
+                lw=1.3,
+                ms=5,
+                capsize=2,
+                label=f"{method.label} ({method.family})",
+            )
+        for (d, a, w, m), s in summary.items():  # weight bits under their GBOPs
+            if (d, a, m) == (dataset, act_key, UNIQ_REFERENCE):
+                ax.annotate(
+                    f"W{w}",
+                    (s["gbops"], 0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(0, 4),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=9,
+                )
+        fp_mean, _, _, fp_gbops = float_summary(payload, dataset)
+        ax.axhline(100 - fp_mean, color="black", lw=1, ls="-.")
+        ax.annotate(
+            f"float {fp_mean:.2f}% ({fp_gbops:.2f} GBOPs)",
+            (0.01, 100 - fp_mean),
+            xycoords=("axes fraction", "data"),
+            xytext=(0, 4),
+            textcoords="offset points",
+            fontsize=8,
+        )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.invert_yaxis()
+        ax.margins(x=0.08)
+        ticks = [t for t in ERROR_TICKS if _in_range(ax, t)]
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda e, _: f"{100 - e:g}"))
+        ax.set_xlabel("GBOPs per image (log scale)")
+        ax.set_ylabel("top-1 accuracy (%), log scale of the error")
+        act_text = "float activations" if act == 32 else f"{act}-bit activations"
+        ax.set_title(f"{dataset}, {payload['settings']['model']}, {act_text}")
+        ax.grid(True, which="both", alpha=0.3)
+    visible = [ax for _, _, ax in panels if ax.get_visible()]
+    handles, labels = visible[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    fig.suptitle("Top-1 accuracy against complexity (mean ± std over seeds)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    logger.info("wrote %s", path)
+
+
+def _in_range(ax, value: float) -> bool:
+    lo, hi = sorted(ax.get_ylim())
+    return lo <= value <= hi
+
+
+def report(payload: dict, args: argparse.Namespace) -> str:
+    """The RESULTS.md section of this run."""
+    summary = summarize(payload["runs"])
+    s = payload["settings"]
+    runs = payload["runs"]
+    failed = sorted({(r["label"], r["status"]) for r in runs if r["status"] != "ok"})
+    seconds = sum(r.get("seconds", 0.0) for r in runs)
+    lines = [
+        f"## {SECTION} ({payload['date']})",
+        "",
+        "Command"
+        + ("s, run in turn" if len(payload["commands"]) > 1 else "")
+        + ": "
+        + ", ".join(f"`{c}`" for c in payload["commands"])
+        + "  ",
+        f"Machine: {payload['machine']}  ",
+        f"Wall time of the grid: {payload.get('wall_seconds', 0) / 60:.0f} min "
+        f"({seconds / 60:.0f} min in fine-tuning and evaluation); raw runs: "
+        f"`{common.relative(args.out)}`; figure: `{common.relative(args.figure)}`.",
+        "",
+        f"Protocol: model `{s['model']}`; per seed one float model ({s['float_epochs']} "
+        f"epochs, AdamW lr {s['float_lr']}, cosine), then every method fine-tunes a copy for "
+        f"{s['epochs']} epoch(s) (AdamW lr {s['lr']}, cosine, no weight decay, batch "
+        f"{s['batch_size']}, the same batches in the same order)"
+        + (f", at most {s['max_steps']} steps per phase" if s["max_steps"] else "")
+        + "; post-training methods calibrate on "
+        f"{s['calibration_batches']} batches. Top-1 on the whole test split, mean ± sample "
+        "std over seeds. Every Conv / Linear layer is quantized, the first and last included. "
+        "UNIQ gradual: one block per layer, equal step shares, the last "
+        f"{100 * s['final_fraction']:.0f}% of the steps with every layer frozen. "
+        "GBOPs per image by `count_bops` at the bits of each column; a cell in brackets gives "
+        f"the bits DiffQ reached (bracketed to [b-1, b+1], penalty {s['diffq_penalty']} "
+        "per bit per weight) and the GBOPs at those bits.",
+        "",
+        markdown_tables(payload, summary),
+        "",
+        "Goals (UNIQ gradual):",
+        *(goals(payload, summary) or ["- no cell of the goals was run"]),
+    ]
+    missing = missing_parts(payload, args)
+    if missing:
+        lines += ["", "Parts of the full grid not run here (time on this machine):", *missing]
+    if payload["not_run"]:
+        lines += ["", "Not run:"]
+        lines += [f"- {METHODS[m].label}: not run: {why}" for m, why in payload["not_run"].items()]
+    if failed:
+        lines += ["", "Failed runs:"]
+        lines += [f"- {label}: {status}" for label, status in failed]
+    return "\n".join(lines) + "\n"
+
+
+def missing_parts(payload: dict, args: argparse.Namespace) -> list[str]:
+    """What of the default full grid has no finished run, and the command that runs it."""
+    defaults = parse_args([])
+    ok = [r for r in payload["runs"] if r["status"] == "ok"]
+    full = {
+        "datasets": (defaults.datasets, "dataset"),
+        "seeds": (defaults.seeds, "seed"),
+        "weight_bits": (defaults.weight_bits, "weight_bits"),
+        "act_bits": (defaults.act_bits, "act_bits"),
+        "methods": (defaults.methods, "method"),
+    }
+    lines = []
+    for flag, (values, key) in full.items():
+        done = {r[key] for r in ok}
+        absent = [v for v in values if v not in done]
+        if absent:
+            shown = ", ".join(FLOAT if v is None else str(v) for v in absent)
+            lines.append(f"- {flag.replace('_', ' ')} not run: {shown}")
+    changed = [
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in payload["settings"].items()
+        if v != getattr(defaults, k) and v is not None
+    ]
+    if lines:
+        command = " ".join(["python benchmarks/accuracy.py --resume", *changed])
+        lines.append(
+            f"- the whole grid (3 seeds, both data sets, W2/3/4/8, A8 and float, every method), "
+            f"reusing the runs above: `{command}`"
+            + (f" (`--out {common.relative(args.out)}`)" if args.out != defaults.out else "")
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("uniq_quant").setLevel(logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.report_only:
+        return write_report(json.loads(args.out.read_text()), args)
+
+    payload = {
+        "commands": [common.command_line("accuracy.py", argv)],
+        "date": common.today(),
+        "machine": common.machine(),
+        "settings": settings_of(args),
+        "grid": {
+            "datasets": args.datasets,
+            "seeds": args.seeds,
+            "weight_bits": args.weight_bits,
+            "act_bits": args.act_bits,
+            "methods": args.methods,
+        },
+        "float": {},
+        "not_run": {},
+        "runs": [],
+        "wall_seconds": 0.0,
+    }
+    if args.resume and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        if previous.get("settings") == payload["settings"]:
+            payload["runs"] = [r for r in previous["runs"] if r["status"] == "ok"]
+            payload["float"] = previous["float"]
+            payload["commands"] = previous["commands"] + payload["commands"]
+            payload["wall_seconds"] = previous["wall_seconds"]
+            logger.info("resuming: %d finished runs reused", len(payload["runs"]))
+        else:
+            logger.warning("--resume: %s has other settings; starting afresh", args.out)
+
+    start = time.perf_counter()
+    run_grid(args, payload)
+    payload["wall_seconds"] += time.perf_counter() - start
+    common.save_json(args.out, payload)
+    if not payload["runs"]:
+        logger.error("no run finished")
+        return 1
+    return write_report(payload, args)
+
+
+def write_report(payload: dict, args: argparse.Namespace) -> int:
+    """Print the section; unless --no-report, write it to RESULTS.md and draw the figure."""
+    text = report(payload, args)
+    sys.stdout.write(text)
+    if not args.no_report:
+        plot(payload, summarize(payload["runs"]), args.figure)
+        common.write_section(SECTION, text)
+        logger.info("wrote the section %r of %s", SECTION, common.RESULTS_MD)
+    return 0 if all(math.isfinite(r.get("top1", 0.0)) for r in payload["runs"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""UNIQ and the baselines built on this package's quantized layers.
+
+Every method here starts from ``prepare(model, QuantConfig(weight_bits, act_bits))``: the same
+layers, the same uniform input quantizers (their ranges tracked in training), every Conv and
+Linear layer quantized. They differ only in how the weights are treated:
+
+* UNIQ (gradual): GradualSchedule with one block per layer, counted in steps: each layer trains
+  with noise for an equal share of the steps, then is frozen; the last ``final_fraction`` of the
+  steps train what is left (BatchNorm, biases) with every layer frozen.
+* UNIQ one-shot: the same with one block (every layer noisy at once).
+* UNIQ per-channel / empirical: gradual with a per-output-channel fit / the empirical fit.
+* k-quantile STE: every layer in quant mode from the first step, straight-through rounding,
+  no noise (the WeightQuantizer's quant mode).
+* uniform STE, k-means STE: the same with the weight quantizer's codebook method swapped for
+  ``uniform_symmetric`` (DoReFa-style: 2^b evenly spaced levels on [-max|w|, max|w|]) or
+  ``kmeans`` (Lloyd's algorithm, refit at every step).
+* LSQ: a learned step per layer (``lsq``).
+* post-training k-quantile / uniform: calibrate the activation ranges on a few training batches
+  and convert; no fine-tuning.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torch import nn
+
+from methods.base import Job, Method, Prepared
+from methods.lsq import LsqWeightQuantizer
+from uniq_quant import GradualSchedule, QuantConfig, WeightQuantizer, calibrate, convert, prepare
+from uniq_quant.bops import count_bops
+from uniq_quant.prepare import quantized_layers
+
+FINAL_FRACTION = 0.1  # share of the UNIQ steps with every layer frozen (BatchNorm settles)
+
+
+class CodebookWeightQuantizer(WeightQuantizer):
+    """The package's weight quantizer with another codebook method of ``functional.quantize``.
+
+    Quant mode, freezing and caching are the parent's; only ``method`` differs (noise mode is
+    not used with it).
+    """
+
+    def __init__(self, bits: int, method: str) -> None:
+        super().__init__(bits)
+        self._codebook_method = method
+
+    @property
+    def method(self) -> str:
+        return self._codebook_method
+
+
+def prepared(model: nn.Module, job: Job, **config: object) -> nn.Module:
+    """``model`` prepared at the job's bits; ``config`` adds QuantConfig fields."""
+    settings = QuantConfig(weight_bits=job.weight_bits, act_bits=job.act_bits, **config)
+    return prepare(model, settings, job.example)
+
+
+def ours_gbops(model: nn.Module, job: Job) -> float:
+    """GBOPs per image counted from the model's own layers and quantizers."""
+    return count_bops(model, job.input_shape).gbops
+
+
+def uniq(
+    model: nn.Module, job: Job, one_block: bool = False, per_channel: bool = False, fit: str = ""
+) -> Prepared:
+    """UNIQ fine-tuning under a step-counted GradualSchedule, converted at the end."""
+    model = prepared(model, job, per_channel=per_channel, fit=fit or "gaussian")
+    layers = len(list(quantized_layers(model)))
+    stages = 1 if one_block else layers
+
+    # split the steps: equal noisy stages, then the rest with every layer frozen
+    final = round(float(job.options.get("final_fraction", FINAL_FRACTION)) * job.steps)
+    stage_length = max(1, (job.steps - final) // stages)
+    final = max(0, job.steps - stage_length * stages)
+    schedule = GradualSchedule(model, stages, stage_length, "step", final)
+    return Prepared(
+        model,
+        gbops=lambda: ours_gbops(model, job),
+        after_step=schedule.step,
+        finish=lambda: convert(model),
+    )
+
+
+def straight_through(model: nn.Module, job: Job, codebook: str = "kquantile") -> Prepared:
+    """Every layer quantized from the first step with ``codebook``, straight-through gradient."""
+    model = prepared(model, job)
+    for _, layer in quantized_layers(model):
+        if codebook != "kquantile":
+            layer.weight_quantizer = CodebookWeightQuantizer(job.weight_bits, codebook)
+        layer.mode = "quant"
+    return Prepared(model, gbops=lambda: ours_gbops(model, job), finish=lambda: convert(model))
+
+
+def lsq(model: nn.Module, job: Job) -> Prepared:
+    """Every layer's weight quantizer replaced by LSQ's; input quantizers in quant mode."""
+    model = prepared(model, job)
+    for _, layer in quantized_layers(model):
+        layer.weight_quantizer = LsqWeightQuantizer(job.weight_bits, layer.weight)
+        layer.mode = "quant"
+    return Prepared(model, gbops=lambda: ours_gbops(model, job), finish=lambda: model.eval())
+
+
+def post_training(model: nn.Module, job: Job, codebook: str = "kquantile") -> Prepared:
+    """Quantize the float weights, calibrate activation ranges, convert; no fine-tuning."""
+    model = prepared(model, job)
+    if codebook != "kquantile":
+        for _, layer in quantized_layers(model):
+            layer.weight_quantizer = CodebookWeightQuantizer(job.weight_bits, codebook)
+    if job.act_bits is not None:
+        calibrate(model, list(job.calibration))
+    convert(model)
+    return Prepared(model, gbops=lambda: ours_gbops(model, job), trains=False)
+
+
+OUR_METHODS = (
+    Method("uniq", "UNIQ gradual", "UNIQ", False, uniq),
+    Method("uniq-oneshot", "UNIQ one-shot", "UNIQ", False, partial(uniq, one_block=True)),
+    Method("uniq-perchannel", "UNIQ per-channel", "UNIQ", False, partial(uniq, per_channel=True)),
+    Method("uniq-empirical", "UNIQ empirical fit", "UNIQ", False, partial(uniq, fit="empirical")),
+    Method("kquantile-ste", "k-quantile STE", "baseline", False, straight_through),
+    Method(
+        "uniform-ste",
+        "uniform STE",
+        "baseline",
+        True,
+        partial(straight_through, codebook="uniform_symmetric"),
+    ),
+    Method("lsq", "LSQ", "baseline", True, lsq),
+    Method(
+        "kmeans-ste", "k-means STE", "baseline", False, partial(straight_through, codebook="kmeans")
+    ),
+    Method("ptq-kquantile", "PTQ k-quantile", "baseline", False, post_training),
+    Method(
+        "ptq-uniform",
+        "PTQ uniform",
+        "baseline",
+        True,
+        partial(post_training, codebook="uniform_symmetric"),
+    ),
+)

@@ -1,0 +1,421 @@
+"""What UNIQ costs: training-step time and peak memory against float and peer QAT, and latency.
+
+    python benchmarks/overhead.py [--models resnet20 tv:resnet18] [--rounds 7] [--threads 1]
+
+Training step (forward, cross-entropy, backward, AdamW step) of one fixed random batch, for
+each model (ResNet-20 on 3 x 32 x 32, batch 32; torchvision ResNet-18 on 3 x 224 x 224, batch
+8) and each variant:
+* ``float``: the float model;
+* ``uniq``: UNIQ noise mode on every layer at once (one-block schedule, the costliest stage of
+  a gradual run), 4-bit weights, 8-bit activations;
+* ``uniq-w``: the same with float activations (weight noise only);
+* ``brevitas``, ``torchao``: the peers' QAT at W4A8 (see methods/peers.py);
+* ``diffq``: DiffQ at about 4 bits with its size penalty, float activations.
+Step time: all variants live in one process; each round runs every variant for a few steps in a
+rotating order (interleaved, so load from other processes hits all of them alike), and the
+median step time per variant is divided by the float median.
+
+Peak memory (Linux): one subprocess per (model, variant) builds the model and optimizer, resets
+the kernel's peak resident-set mark (``/proc/self/clear_refs``), runs a few steps, and reads the
+peak (VmHWM in /proc/self/status). Reported: that peak, and its growth over the resident set
+before the first step, which is the working memory of training (activations, gradients,
+optimizer state, quantizer temporaries) as the operating system sees it, allocator caching
+included.
+
+Inference latency (eval, no gradient) at batch 1 and at the training batch: the float model,
+the converted UNIQ model (W4A8), and the model loaded from its exported file
+(``load_quantized``, eagerly and with ``lazy=True``), interleaved, medians, ratios to float.
+
+If a UNIQ step costs more than ``--goal`` times a float step, the UNIQ noise step is profiled
+with torch.profiler and the top operators are written to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+import torch
+import torch.nn.functional as F
+from methods import METHODS, Job, available
+from torch import nn
+
+from uniq_quant import QuantConfig, calibrate, convert, load_quantized, prepare
+from uniq_quant.export import save_quantized
+from uniq_quant.models import build_model, model_recipe
+
+logger = logging.getLogger("overhead")
+
+SECTION = "Overhead: training step, memory, inference"
+MODELS = {  # name -> (num_classes, input shape, training batch)
+    "resnet20": (10, (3, 32, 32), 32),
+    "tv:resnet18": (1000, (3, 224, 224), 8),
+}
+VARIANTS = ("float", "uniq", "uniq-w", "brevitas", "torchao", "diffq")
+PEERS = {"brevitas": "brevitas", "torchao": "torchao", "diffq": "diffq"}  # variant -> method
+WEIGHT_BITS, ACT_BITS = 4, 8
+NOISE_FOREVER = 10**9  # schedule length that keeps the one-block schedule in its noise stage
+PROFILE_ROWS = 25
+
+
+@dataclass
+class Trainer:
+    """One variant's model, optimizer and step on a fixed batch."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    penalty: Callable[[], torch.Tensor] | None
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def step(self) -> None:
+        loss = F.cross_entropy(self.model(self.images), self.labels)
+        if self.penalty is not None:
+            loss = loss + self.penalty()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
+def batch(model_name: str, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    classes, shape, _ = MODELS[model_name]
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn((size, *shape), generator=generator)
+    return images, torch.randint(0, classes, (size,), generator=generator)
+
+
+def float_model(model_name: str) -> nn.Module:
+    torch.manual_seed(0)
+    classes, shape, _ = MODELS[model_name]
+    return build_model(model_name, classes, shape[0], shape[1])
+
+
+def build_trainer(model_name: str, variant: str) -> Trainer:
+    """The model of ``variant`` with an AdamW optimizer, on the model's training batch."""
+    images, labels = batch(model_name, MODELS[model_name][2])
+    model = float_model(model_name).train()
+    penalty, attach = None, None
+    if variant != "float":
+        act_bits = None if variant in ("uniq-w", "diffq") else ACT_BITS
+        method = METHODS["uniq-oneshot" if variant.startswith("uniq") else PEERS[variant]]
+        job = Job(WEIGHT_BITS, act_bits, images[:1], steps=NOISE_FOREVER)
+        prepared = method.build(model, job)
+        model, penalty, attach = prepared.model.train(), prepared.penalty, prepared.attach
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if attach is not None:
+        attach(optimizer)
+    return Trainer(model, optimizer, penalty, images, labels)
+
+
+def time_steps(
+    trainers: dict[str, Trainer], rounds: int, steps: int, warmup: int
+) -> dict[str, list[float]]:
+    """Per-step seconds of every trainer, interleaved in rotating order over ``rounds``."""
+    names = list(trainers)
+    for name in names:
+        for _ in range(warmup):
+            trainers[name].step()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            for _ in range(steps):
+                start = time.perf_counter()
+                trainers[name].step()
+                times[name].append(time.perf_counter() - start)
+        logger.info("round %d/%d done", r + 1, rounds)
+    return times
+
+
+def memory_child(model_name: str, variant: str, steps: int) -> dict[str, int]:
+    """Resident memory (KiB) before the first step, and its peak over ``steps`` steps.
+
+    The kernel's peak-RSS mark (VmHWM) is reset after set-up by writing 5 to
+    /proc/self/clear_refs, so the peak is that of the training steps alone, not of the
+    imports (loading torch's libraries peaks higher than a small model's training).
+    """
+    trainer = build_trainer(model_name, variant)
+    gc.collect()
+    _reset_peak_rss()
+    setup = _proc_status_kib("VmRSS")
+    for _ in range(steps):
+        trainer.step()
+    return {"setup_kib": setup, "peak_kib": _proc_status_kib("VmHWM")}
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def _proc_status_kib(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (Linux)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} line")
+
+
+def measure_memory(model_name: str, variant: str, steps: int, threads: int) -> dict[str, int]:
+    """Run ``memory_child`` in a fresh interpreter and return its measurement."""
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--memory-child",
+        model_name,
+        variant,
+        "--memory-steps",
+        str(steps),
+        "--threads",
+        str(threads),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def inference_models(model_name: str, folder: Path) -> dict[str, nn.Module]:
+    """Float, converted UNIQ W4A8, and that model loaded from its file (eager and lazy)."""
+    classes, shape, size = MODELS[model_name]
+    images, _ = batch(model_name, size, seed=1)
+    base = float_model(model_name).eval()
+    config = QuantConfig(weight_bits=WEIGHT_BITS, act_bits=ACT_BITS)
+    converted = prepare(float_model(model_name).eval(), config, images[:1])
+    calibrate(converted, [images])
+    convert(converted).eval()
+    path = folder / "model.safetensors"
+    recipe = model_recipe(model_name, classes, shape[0], shape[1])
+    save_quantized(converted, path, recipe=recipe, config=config, input_shape=shape)
+    return {
+        "float": base,
+        "converted": converted,
+        "loaded": load_quantized(path),
+        "loaded-lazy": load_quantized(path, lazy=True),
+    }
+
+
+@torch.no_grad()
+def time_inference(
+    models: dict[str, nn.Module], images: torch.Tensor, rounds: int, steps: int
+) -> dict[str, list[float]]:
+    """Per-forward seconds of every model on ``images``, interleaved like ``time_steps``."""
+    names = list(models)
+    for name in names:
+        models[name](images)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            for _ in range(steps):
+                start = time.perf_counter()
+                models[name](images)
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def profile_step(trainer: Trainer, steps: int) -> str:
+    """torch.profiler table of ``steps`` training steps, operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer.step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+        for _ in range(steps):
+            trainer.step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=PROFILE_ROWS)
+
+
+def median_ms(values: list[float]) -> float:
+    return 1000 * statistics.median(values)
+
+
+def spread_ms(values: list[float]) -> str:
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return f"{1000 * q[0]:.0f}-{1000 * q[2]:.0f}"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    parser.add_argument("--steps", type=int, default=2, help="steps per variant per round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
+    parser.add_argument("--memory-steps", type=int, default=3, help="steps per memory child")
+    parser.add_argument("--infer-rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--goal", type=float, default=1.05, help="UNIQ / float step target")
+    parser.add_argument("--profile-steps", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory children")
+    parser.add_argument("--no-report", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument(
+        "--out", type=Path, default=common.HERE / "results" / "overhead.json", help="raw JSON"
+    )
+    parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "VARIANT"), help="internal")
+    return parser.parse_args(argv)
+
+
+def measure_model(model_name: str, args: argparse.Namespace, payload: dict) -> None:
+    """Fill ``payload['models'][model_name]`` with step, memory and inference figures."""
+    variants = [v for v in args.variants if v not in payload["not_run"]]
+    result: dict = {"batch": MODELS[model_name][2], "input": MODELS[model_name][1]}
+    payload["models"][model_name] = result
+
+    # 1. interleaved training-step times
+    trainers = {v: build_trainer(model_name, v) for v in variants}
+    times = time_steps(trainers, args.rounds, args.steps, args.warmup)
+    result["step_seconds"] = times
+    float_ms = median_ms(times["float"])
+    result["step"] = {
+        v: {"median_ms": median_ms(t), "iqr_ms": spread_ms(t), "ratio": median_ms(t) / float_ms}
+        for v, t in times.items()
+    }
+    logger.info(
+        "%s steps: %s", model_name, {v: round(s["ratio"], 3) for v, s in result["step"].items()}
+    )
+
+    # 2. profile the UNIQ step when it misses the goal
+    ratio = result["step"].get("uniq", {}).get("ratio")
+    if ratio is not None and ratio > args.goal:
+        name = f"profile-uniq-{model_name.replace(':', '_')}.txt"
+        path = args.out.parent / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tables = [
+            f"{variant} training step, {args.profile_steps} steps, {args.threads} thread(s)\n"
+            + profile_step(trainers[variant], args.profile_steps)
+            for variant in ("uniq", "uniq-w", "float")
+            if variant in trainers
+        ]
+        path.write_text("\n\n".join(tables) + "\n")
+        result["profile"] = common.relative(path)
+    del trainers
+
+    # 3. peak memory, one subprocess per variant
+    if not args.no_memory:
+        result["memory"] = {
+            v: measure_memory(model_name, v, args.memory_steps, args.threads) for v in variants
+        }
+
+    # 4. inference latency: float, converted, loaded (eager, lazy)
+    with tempfile.TemporaryDirectory() as tmp:
+        models = inference_models(model_name, Path(tmp))
+        result["inference"] = {}
+        for size in sorted({1, MODELS[model_name][2]}):
+            images, _ = batch(model_name, size, seed=2)
+            times = time_inference(models, images, args.infer_rounds, args.steps)
+            base = median_ms(times["float"])
+            result["inference"][str(size)] = {
+                name: {"median_ms": median_ms(t), "ratio": median_ms(t) / base}
+                for name, t in times.items()
+            }
+
+
+def report(payload: dict) -> str:
+    """The RESULTS.md section."""
+    lines = [
+        f"## {SECTION} ({payload['date']})",
+        "",
+        f"Command: `{payload['command']}`  ",
+        f"Machine: {payload['machine']}, {payload['threads']} torch thread(s); the CPUs are "
+        "shared with other jobs, so absolute times are noisy: the ratios come from "
+        "interleaved rounds in one process and medians.  ",
+        "Variants: `uniq` = UNIQ noise mode on every layer at once (W4A8), `uniq-w` = the same "
+        "with float activations, peers at W4A8 (DiffQ about 4 bits, float activations). Step = "
+        "forward, cross-entropy, backward, AdamW step on a fixed random batch. Memory = peak RSS "
+        "of a fresh process per variant over its training steps (VmHWM, reset after set-up), "
+        "and its growth over the resident set before the first step.",
+        "",
+    ]
+    for model_name, r in payload["models"].items():
+        shape = "x".join(str(d) for d in r["input"])
+        lines += [
+            f"**{model_name}**, input {shape}, batch {r['batch']}",
+            "",
+            "| variant | step median (ms) | IQR (ms) | step / float | peak RSS (MiB) | "
+            "step growth (MiB) | growth / float |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        memory = r.get("memory", {})
+        base = memory.get("float")
+        base_growth = None if base is None else base["peak_kib"] - base["setup_kib"]
+        for v, s in r["step"].items():
+            m = memory.get(v)
+            peak = growth = ratio = ""
+            if m is not None:
+                peak = f"{m['peak_kib'] / 1024:.0f}"
+                grow = m["peak_kib"] - m["setup_kib"]
+                growth = f"{grow / 1024:.0f}"
+                ratio = f"{grow / base_growth:.2f}" if base_growth else ""
+            lines.append(
+                f"| {v} | {s['median_ms']:.1f} | {s['iqr_ms']} | {s['ratio']:.3f} | {peak} | "
+                f"{growth} | {ratio} |"
+            )
+        lines += [
+            "",
+            "| inference (eval) | "
+            + " | ".join(f"batch {b} median (ms) | batch {b} / float" for b in r["inference"])
+            + " |",
+            "|---|" + "---:|---:|" * len(r["inference"]),
+        ]
+        for name in ("float", "converted", "loaded", "loaded-lazy"):
+            cells = []
+            for b in r["inference"]:
+                s = r["inference"][b][name]
+                cells += [f"{s['median_ms']:.2f}", f"{s['ratio']:.3f}"]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if "profile" in r:
+            lines += ["", f"UNIQ step over the goal: profile in `{r['profile']}`."]
+        lines.append("")
+    if payload["not_run"]:
+        lines += ["Not run:"]
+        lines += [f"- {v}: not run: {why}" for v, why in payload["not_run"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        model_name, variant = args.memory_child
+        logging.disable(logging.WARNING)
+        sys.stdout.write(json.dumps(memory_child(model_name, variant, args.memory_steps)) + "\n")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("uniq_quant").setLevel(logging.WARNING)
+
+    payload = {
+        "command": common.command_line("overhead.py", argv),
+        "date": common.today(),
+        "machine": common.machine(),
+        "threads": args.threads,
+        "not_run": {},
+        "models": {},
+    }
+    for variant in args.variants:
+        if variant in PEERS:
+            reason = available(METHODS[PEERS[variant]])
+            if reason is not None:
+                payload["not_run"][variant] = reason
+    for model_name in args.models:
+        measure_model(model_name, args, payload)
+        common.save_json(args.out, payload)
+    text = report(payload)
+    sys.stdout.write(text)
+    if not args.no_report:
+        common.write_section(SECTION, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
