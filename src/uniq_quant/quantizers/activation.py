@@ -21,10 +21,9 @@ import torch
 from torch import nn
 
 from uniq_quant._validation import ACT_BITS, check_bits, check_choice
-from uniq_quant.functional.quantize import straight_through
 
 MODES = ("float", "noise", "quant")
-_MAX_SAMPLES = 2**16  # the quantile is taken on an evenly strided subsample of this size
+_MAX_SAMPLES = 2**14  # the quantile is taken on an evenly strided subsample of this size
 _MIN_CLIP = 1e-8  # keeps the step positive for an all-zero input
 
 
@@ -79,12 +78,11 @@ class ActivationQuantizer(nn.Module):
                 "the activation quantizer has no range yet: run training forward passes (or "
                 "calibrate with model.train() on a few batches) before evaluating in quant mode"
             )
-        lo, hi, step = self.range()
-        clamped = torch.clamp(x, lo.to(x.dtype), hi.to(x.dtype))
-        if self.mode == "noise" and self.training:
-            noise = (torch.rand_like(clamped) - 0.5) * step
-            return clamped + noise
-        return straight_through(clamped, torch.round(clamped / step) * step)
+        lo, hi, step = (t.to(x.dtype) for t in self.range())
+        noise = self.mode == "noise" and self.training
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _ClampToGrid.apply(x, lo, hi, step, noise)
+        return _clamp_to_grid(x, lo, hi, step, noise)[0]
 
     def range(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(lo, hi, step) of the quantization grid, as 0-dim tensors."""
@@ -112,3 +110,31 @@ class ActivationQuantizer(nn.Module):
         # A float checkpoint has no range: keep the current one and report nothing missing.
         if any(prefix + name in state_dict for name in self._buffers):
             super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _clamp_to_grid(x, lo, hi, step, noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(step * round(clamp(x, lo, hi) / step), clamp(x, lo, hi)); with ``noise`` the first is
+    clamp(x, lo, hi) + U(-step/2, step/2) instead."""
+    clamped = torch.clamp(x, lo, hi)
+    if noise:
+        return clamped + (torch.rand_like(clamped) - 0.5) * step, clamped
+    return clamped.div(step).round_().mul_(step), clamped
+
+
+class _ClampToGrid(torch.autograd.Function):
+    """``_clamp_to_grid`` with the gradient 1 inside [lo, hi] and 0 outside.
+
+    One saved boolean mask replaces autograd's backward of a clamp with tensor bounds, which
+    costs several full passes over the activations.
+    """
+
+    @staticmethod
+    def forward(ctx, x, lo, hi, step, noise):
+        out, clamped = _clamp_to_grid(x, lo, hi, step, noise)
+        ctx.save_for_backward(clamped == x)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None
