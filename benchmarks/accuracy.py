@@ -513,6 +513,7 @@ def report(payload: dict, args: argparse.Namespace) -> str:
         + ", ".join(f"`{c}`" for c in payload["commands"])
         + "  ",
         f"Machine: {payload['machine']}  ",
+        *([f"Code: commit {payload['revision']}  "] if "revision" in payload else []),
         f"Wall time of the grid: {payload.get('wall_seconds', 0) / 60:.0f} min "
         f"({seconds / 60:.0f} min in fine-tuning and evaluation); raw runs: "
         f"`{common.relative(args.out)}`; figure: `{common.relative(args.figure)}`.",
@@ -596,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         "commands": [common.command_line("accuracy.py", argv)],
         "date": common.today(),
         "machine": common.machine(),
+        "revision": common.revision(),
         "settings": settings_of(args),
         "grid": {
             "datasets": args.datasets,

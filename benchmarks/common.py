@@ -155,6 +155,15 @@ def machine() -> str:
     )
 
 
+def revision() -> str:
+    """The checked-out commit (short hash, ``+changes`` when the tree differs), or ``unknown``."""
+    head = _command(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"])
+    if head is None:
+        return "unknown"
+    dirty = _command(["git", "-C", str(HERE.parent), "status", "--porcelain", "--", "src"])
+    return head + ("+changes in src" if dirty else "")
+
+
 def command_line(script: str, argv: Sequence[str]) -> str:
     return shlex.join(["python", f"benchmarks/{script}", *argv])
 

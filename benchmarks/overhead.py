@@ -1,10 +1,11 @@
 """What UNIQ costs: training-step time and peak memory against float and peer QAT, and latency.
 
-    python benchmarks/overhead.py [--models resnet20 tv:resnet18] [--rounds 7] [--threads 1]
+    python benchmarks/overhead.py [--models resnet20 tv:resnet18 tv:resnet18@32] [--rounds 7]
+        [--threads 1]
 
 Training step (forward, cross-entropy, backward, AdamW step) of one fixed random batch, for
 each model (ResNet-20 on 3 x 32 x 32, batch 32; torchvision ResNet-18 on 3 x 224 x 224, batch
-8) and each variant:
+8; ``NAME@BATCH`` sets another batch) and each variant:
 * ``float``: the float model;
 * ``uniq``: UNIQ noise mode on every layer at once (one-block schedule, the costliest stage of
   a gradual run), 4-bit weights, 8-bit activations;
@@ -90,8 +91,25 @@ class Trainer:
         self.optimizer.step()
 
 
+def setup(spec: str) -> tuple[str, int, tuple[int, ...], int]:
+    """(model name, classes, input shape, training batch) of ``NAME`` or ``NAME@BATCH``."""
+    name, _, size = spec.partition("@")
+    classes, shape, default = MODELS[name]
+    return name, classes, shape, int(size) if size else default
+
+
+def model_spec(text: str) -> str:
+    """argparse type of --models: a name of ``MODELS``, optionally ``@BATCH``."""
+    name, _, size = text.partition("@")
+    if name not in MODELS or (size and not (size.isdigit() and int(size) > 0)):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME or NAME@BATCH with NAME in {sorted(MODELS)}, got {text!r}"
+        )
+    return text
+
+
 def batch(model_name: str, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    classes, shape, _ = MODELS[model_name]
+    _, classes, shape, _ = setup(model_name)
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn((size, *shape), generator=generator)
     return images, torch.randint(0, classes, (size,), generator=generator)
@@ -99,13 +117,13 @@ def batch(model_name: str, size: int, seed: int = 0) -> tuple[torch.Tensor, torc
 
 def float_model(model_name: str) -> nn.Module:
     torch.manual_seed(0)
-    classes, shape, _ = MODELS[model_name]
-    return build_model(model_name, classes, shape[0], shape[1])
+    name, classes, shape, _ = setup(model_name)
+    return build_model(name, classes, shape[0], shape[1])
 
 
 def build_trainer(model_name: str, variant: str) -> Trainer:
     """The model of ``variant`` with an AdamW optimizer, on the model's training batch."""
-    images, labels = batch(model_name, MODELS[model_name][2])
+    images, labels = batch(model_name, setup(model_name)[3])
     model = float_model(model_name).train()
     penalty, attach = None, None
     if variant != "float":
@@ -188,7 +206,7 @@ def measure_memory(model_name: str, variant: str, steps: int, threads: int) -> d
 
 def inference_models(model_name: str, folder: Path) -> dict[str, nn.Module]:
     """Float, converted UNIQ W4A8, and that model loaded from its file (eager and lazy)."""
-    classes, shape, size = MODELS[model_name]
+    name, classes, shape, size = setup(model_name)
     images, _ = batch(model_name, size, seed=1)
     base = float_model(model_name).eval()
     config = QuantConfig(weight_bits=WEIGHT_BITS, act_bits=ACT_BITS)
@@ -196,7 +214,7 @@ def inference_models(model_name: str, folder: Path) -> dict[str, nn.Module]:
     calibrate(converted, [images])
     convert(converted).eval()
     path = folder / "model.safetensors"
-    recipe = model_recipe(model_name, classes, shape[0], shape[1])
+    recipe = model_recipe(name, classes, shape[0], shape[1])
     save_quantized(converted, path, recipe=recipe, config=config, input_shape=shape)
     return {
         "float": base,
@@ -246,7 +264,13 @@ def spread_ms(values: list[float]) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        type=model_spec,
+        default=list(MODELS),
+        help=f"NAME or NAME@BATCH, NAME in {', '.join(MODELS)}",
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--steps", type=int, default=2, help="steps per variant per round")
@@ -268,7 +292,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def measure_model(model_name: str, args: argparse.Namespace, payload: dict) -> None:
     """Fill ``payload['models'][model_name]`` with step, memory and inference figures."""
     variants = [v for v in args.variants if v not in payload["not_run"]]
-    result: dict = {"batch": MODELS[model_name][2], "input": MODELS[model_name][1]}
+    _, _, shape, size = setup(model_name)
+    result: dict = {"batch": size, "input": shape}
     payload["models"][model_name] = result
 
     # 1. interleaved training-step times
@@ -287,7 +312,7 @@ def measure_model(model_name: str, args: argparse.Namespace, payload: dict) -> N
     # 2. profile the UNIQ step when it misses the goal
     ratio = result["step"].get("uniq", {}).get("ratio")
     if ratio is not None and ratio > args.goal:
-        name = f"profile-uniq-{model_name.replace(':', '_')}.txt"
+        name = f"profile-uniq-{model_name.replace(':', '_').replace('@', '-b')}.txt"
         path = args.out.parent / name
         path.parent.mkdir(parents=True, exist_ok=True)
         tables = [
@@ -310,11 +335,11 @@ def measure_model(model_name: str, args: argparse.Namespace, payload: dict) -> N
     with tempfile.TemporaryDirectory() as tmp:
         models = inference_models(model_name, Path(tmp))
         result["inference"] = {}
-        for size in sorted({1, MODELS[model_name][2]}):
-            images, _ = batch(model_name, size, seed=2)
+        for infer_size in sorted({1, size}):
+            images, _ = batch(model_name, infer_size, seed=2)
             times = time_inference(models, images, args.infer_rounds, args.steps)
             base = median_ms(times["float"])
-            result["inference"][str(size)] = {
+            result["inference"][str(infer_size)] = {
                 name: {"median_ms": median_ms(t), "ratio": median_ms(t) / base}
                 for name, t in times.items()
             }
@@ -329,6 +354,7 @@ def report(payload: dict) -> str:
         f"Machine: {payload['machine']}, {payload['threads']} torch thread(s); the CPUs are "
         "shared with other jobs, so absolute times are noisy: the ratios come from "
         "interleaved rounds in one process and medians.  ",
+        f"Code: commit {payload['revision']}  ",
         "Variants: `uniq` = UNIQ noise mode on every layer at once (W4A8), `uniq-w` = the same "
         "with float activations, peers at W4A8 (DiffQ about 4 bits, float activations). Step = "
         "forward, cross-entropy, backward, AdamW step on a fixed random batch. Memory = peak RSS "
@@ -373,8 +399,16 @@ def report(payload: dict) -> str:
                 s = r["inference"][b][name]
                 cells += [f"{s['median_ms']:.2f}", f"{s['ratio']:.3f}"]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for v in ("uniq", "uniq-w"):
+            if v in r["step"]:
+                ratio = r["step"][v]["ratio"]
+                verdict = "met" if ratio <= payload["goal"] else "NOT met"
+                lines += [
+                    "",
+                    f"Goal {v} step <= {payload['goal']} x float: {ratio:.3f}, {verdict}.",
+                ]
         if "profile" in r:
-            lines += ["", f"UNIQ step over the goal: profile in `{r['profile']}`."]
+            lines += ["", f"torch.profiler tables (uniq, uniq-w, float): `{r['profile']}`."]
         lines.append("")
     if payload["not_run"]:
         lines += ["Not run:"]
@@ -398,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": common.command_line("overhead.py", argv),
         "date": common.today(),
         "machine": common.machine(),
+        "revision": common.revision(),
         "threads": args.threads,
+        "goal": args.goal,
         "not_run": {},
         "models": {},
     }
