@@ -380,7 +380,7 @@ def goals(payload: dict, summary: dict) -> list[str]:
             verdict = "met" if gap <= GOAL_W4_GAP else "NOT met"
             lines.append(
                 f"- {dataset}: UNIQ W4A8 {w4['mean']:.2f} vs float {fp_mean:.2f}: "
-                f"{gap:+.2f} points below float (goal <= {GOAL_W4_GAP}): {verdict}"
+                f"{gap:.2f} points below float (goal <= {GOAL_W4_GAP}): {verdict}"
             )
         w2 = summary.get((dataset, 8, 2, UNIQ_REFERENCE))
         rivals = {
@@ -497,6 +497,13 @@ def _in_range(ax, value: float) -> bool:
     return lo <= value <= hi
 
 
+def _diffq_note(runs: list[dict]) -> str:
+    diffq = [r for r in runs if r["method"] == "diffq" and r["status"] == "ok"]
+    if diffq and all(abs(r["bits_reached"] - r["weight_bits"]) < 1e-9 for r in diffq):
+        return " (here DiffQ ended at exactly the target bits in every run)"
+    return ""
+
+
 def report(payload: dict, args: argparse.Namespace) -> str:
     """The RESULTS.md section of this run."""
     summary = summarize(payload["runs"])
@@ -509,11 +516,13 @@ def report(payload: dict, args: argparse.Namespace) -> str:
         "",
         "Command"
         + ("s, run in turn" if len(payload["commands"]) > 1 else "")
-        + ": "
-        + ", ".join(f"`{c}`" for c in payload["commands"])
+        + " (code commit): "
+        + ", ".join(
+            f"`{c}` ({r})"
+            for c, r in zip(payload["commands"], payload.get("revisions", []), strict=False)
+        )
         + "  ",
         f"Machine: {payload['machine']}  ",
-        *([f"Code: commit {payload['revision']}  "] if "revision" in payload else []),
         f"Wall time of the grid: {payload.get('wall_seconds', 0) / 60:.0f} min "
         f"({seconds / 60:.0f} min in fine-tuning and evaluation); raw runs: "
         f"`{common.relative(args.out)}`; figure: `{common.relative(args.figure)}`.",
@@ -530,7 +539,7 @@ def report(payload: dict, args: argparse.Namespace) -> str:
         f"{100 * s['final_fraction']:.0f}% of the steps with every layer frozen. "
         "GBOPs per image by `count_bops` at the bits of each column; a cell in brackets gives "
         f"the bits DiffQ reached (bracketed to [b-1, b+1], penalty {s['diffq_penalty']} "
-        "per bit per weight) and the GBOPs at those bits.",
+        "per bit per weight) and the GBOPs at those bits" + _diffq_note(runs) + ".",
         "",
         markdown_tables(payload, summary),
         "",
@@ -597,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         "commands": [common.command_line("accuracy.py", argv)],
         "date": common.today(),
         "machine": common.machine(),
-        "revision": common.revision(),
+        "revisions": [common.revision()],
         "settings": settings_of(args),
         "grid": {
             "datasets": args.datasets,
@@ -617,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             payload["runs"] = [r for r in previous["runs"] if r["status"] == "ok"]
             payload["float"] = previous["float"]
             payload["commands"] = previous["commands"] + payload["commands"]
+            payload["revisions"] = previous.get("revisions", []) + payload["revisions"]
             payload["wall_seconds"] = previous["wall_seconds"]
             logger.info("resuming: %d finished runs reused", len(payload["runs"]))
         else:
