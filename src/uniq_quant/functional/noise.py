@@ -14,10 +14,17 @@ and the fit's statistics are constants to autograd.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from uniq_quant._validation import check_bits, check_choice, check_weights
-from uniq_quant.functional.distributions import FITS, fit_distribution, grouped
+from uniq_quant.functional.distributions import (
+    FITS,
+    fit_distribution,
+    gaussian_stats,
+    grouped,
+)
 from uniq_quant.functional.quantize import straight_through
 
 
@@ -71,6 +78,8 @@ def noisy_weights(
     The caller guarantees valid ``bits`` and ``fit``; non-finite weights give NaN outputs
     (checking finiteness would synchronize a GPU at every layer of every step).
     """
+    if fit == "gaussian":
+        return straight_through(w, _gaussian_noisy(w, bits, per_channel, generator))
     k = 2**bits
     with torch.no_grad():
         dist = fit_distribution(w, fit, per_channel)
@@ -79,3 +88,24 @@ def noisy_weights(
         u = (u + uniform_noise(u.shape, bits, u, generator)).clamp(0.5 / k, 1 - 0.5 / k)
         noisy = dist.icdf(u).to(w.dtype).reshape(w.shape)
     return straight_through(w, noisy)
+
+
+@torch.no_grad()
+def _gaussian_noisy(
+    w: torch.Tensor, bits: int, per_channel: bool, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The noisy weights of a Gaussian fit, computed in v = 2 F(w) - 1 = erf(z / sqrt(2)).
+
+    Same law as ``F^-1(clamp(F(w) + e))``: v moves by 2e ~ U(-1/k, 1/k), is clamped to
+    [-(1 - 1/k), 1 - 1/k] and maps back through erfinv. erf and erfinv cost about half of
+    ndtr and ndtri on a CPU, and every step after the first works in place on one buffer.
+    """
+    k = 2**bits
+    x = grouped(w, per_channel)
+    x = x if x.dtype == torch.float64 else x.float()
+    mu, sigma = gaussian_stats(x, per_channel=True)
+    scale = sigma * math.sqrt(2)
+    v = torch.erf((x - mu) / scale)  # (G, N)
+    noise = torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype)
+    v.add_(noise.mul_(2 / k).sub_(1 / k)).clamp_(-1 + 1 / k, 1 - 1 / k)
+    return v.erfinv_().mul_(scale).add_(mu).to(w.dtype).reshape(w.shape)
