@@ -23,29 +23,29 @@ def test_no_weight_decay_on_batchnorm_and_biases(name: str) -> None:
     assert len(no_decay["params"]) == 4  # conv bias, BatchNorm weight and bias, linear bias
 
 
-def test_warmup_then_cosine_to_zero() -> None:
-    """The multiplier rises linearly over the warm-up, then follows a cosine to zero."""
+def _learning_rates(kind: str, total_steps: int, warmup_steps: int) -> tuple[list, float]:
+    """The learning rate at every step of a schedule with base rate 1, and the one after it."""
     optimizer = build_optimizer(_model(), "sgd", lr=1.0, momentum=0.0, weight_decay=0.0)
-    schedule = build_lr_schedule(optimizer, "cosine", total_steps=12, warmup_steps=2)
+    schedule = build_lr_schedule(optimizer, kind, total_steps, warmup_steps)
     lrs = []
-    for _ in range(12):
+    for _ in range(total_steps):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         schedule.step()
+    return lrs, optimizer.param_groups[0]["lr"]
+
+
+def test_warmup_then_cosine_to_zero() -> None:
+    """The multiplier rises linearly over the warm-up, then follows a cosine to zero."""
+    lrs, last = _learning_rates("cosine", total_steps=12, warmup_steps=2)
     assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
     assert lrs[7] == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 10)))
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+    assert last == pytest.approx(0.0)
 
 
 def test_step_decay_divides_by_ten_at_half_and_three_quarters() -> None:
     """The step schedule is 1, then 0.1 from half-way, then 0.01 from three quarters."""
-    optimizer = build_optimizer(_model(), "sgd", lr=1.0, momentum=0.0, weight_decay=0.0)
-    schedule = build_lr_schedule(optimizer, "step", total_steps=8, warmup_steps=0)
-    lrs = []
-    for _ in range(8):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
+    lrs, _ = _learning_rates("step", total_steps=8, warmup_steps=0)
     assert lrs == pytest.approx([1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01])
 
 

@@ -80,6 +80,8 @@ def noisy_weights(
     """
     if fit == "gaussian":
         return straight_through(w, _gaussian_noisy(w, bits, per_channel, generator))
+
+    # the empirical fit: through its piecewise-linear CDF and inverse
     k = 2**bits
     with torch.no_grad():
         dist = fit_distribution(w, fit, per_channel)
