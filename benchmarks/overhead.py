@@ -10,11 +10,16 @@ each model (ResNet-20 on 3 x 32 x 32, batch 32; torchvision ResNet-18 on 3 x 224
 * ``uniq``: UNIQ noise mode on every layer at once (one-block schedule, the costliest stage of
   a gradual run), 4-bit weights, 8-bit activations;
 * ``uniq-w``: the same with float activations (weight noise only);
+* ``uniq-gradual``: what a UNIQ run pays on average: the gradual schedule (one block per layer,
+  W4A8), one step in each of its stages in turn (earlier layers frozen with cached codes and no
+  weight gradient, the current layer noisy, later layers float); the stage switches are not
+  timed (a real stage lasts many steps) and the sample is the mean step over the sweep;
 * ``brevitas``, ``torchao``: the peers' QAT at W4A8 (see methods/peers.py);
 * ``diffq``: DiffQ at about 4 bits with its size penalty, float activations.
 Step time: all variants live in one process; each round runs every variant for a few steps in a
 rotating order (interleaved, so load from other processes hits all of them alike), and the
-median step time per variant is divided by the float median.
+median step time per variant is divided by the float median (for ``uniq-gradual``, one sweep
+over the stages per round).
 
 Peak memory (Linux): one subprocess per (model, variant) builds the model and optimizer, resets
 the kernel's peak resident-set mark (``/proc/self/clear_refs``), runs a few steps, and reads the
@@ -54,7 +59,14 @@ import torch.nn.functional as F
 from methods import METHODS, Job, available
 from torch import nn
 
-from uniq_quant import QuantConfig, calibrate, convert, load_quantized, prepare
+from uniq_quant import (
+    GradualSchedule,
+    QuantConfig,
+    calibrate,
+    convert,
+    load_quantized,
+    prepare,
+)
 from uniq_quant.export import save_quantized
 from uniq_quant.models import build_model, model_recipe
 
@@ -65,7 +77,7 @@ MODELS = {  # name -> (num_classes, input shape, training batch)
     "resnet20": (10, (3, 32, 32), 32),
     "tv:resnet18": (1000, (3, 224, 224), 8),
 }
-VARIANTS = ("float", "uniq", "uniq-w", "brevitas", "torchao", "diffq")
+VARIANTS = ("float", "uniq", "uniq-w", "uniq-gradual", "brevitas", "torchao", "diffq")
 PEERS = {"brevitas": "brevitas", "torchao": "torchao", "diffq": "diffq"}  # variant -> method
 WEIGHT_BITS, ACT_BITS = 4, 8
 NOISE_FOREVER = 10**9  # schedule length that keeps the one-block schedule in its noise stage
@@ -83,12 +95,46 @@ class Trainer:
     labels: torch.Tensor
 
     def step(self) -> None:
+        self.train_step()
+
+    def train_step(self) -> None:
+        """Forward, loss, backward and optimizer step on the fixed batch."""
         loss = F.cross_entropy(self.model(self.images), self.labels)
         if self.penalty is not None:
             loss = loss + self.penalty()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+
+    def timed_step(self) -> float:
+        """Seconds of one training step."""
+        start = time.perf_counter()
+        self.train_step()
+        return time.perf_counter() - start
+
+
+@dataclass
+class GradualTrainer(Trainer):
+    """A UNIQ model under its gradual schedule: a step is one step in every stage in turn."""
+
+    schedule: GradualSchedule | None = None
+
+    def step(self) -> None:
+        for stage in range(self.schedule.num_stages):
+            self._enter(stage)
+            self.train_step()
+
+    def timed_step(self) -> float:
+        """Mean seconds of a step over the stages; the stage switches are not timed."""
+        total = 0.0
+        for stage in range(self.schedule.num_stages):
+            self._enter(stage)
+            total += super().timed_step()
+        return total / self.schedule.num_stages
+
+    def _enter(self, stage: int) -> None:
+        state = self.schedule.state_dict()
+        self.schedule.load_state_dict({**state, "counter": stage * self.schedule.stage_length})
 
 
 def setup(spec: str) -> tuple[str, int, tuple[int, ...], int]:
@@ -123,6 +169,8 @@ def float_model(model_name: str) -> nn.Module:
 
 def build_trainer(model_name: str, variant: str) -> Trainer:
     """The model of ``variant`` with an AdamW optimizer, on the model's training batch."""
+    if variant == "uniq-gradual":
+        return build_gradual_trainer(model_name)
     images, labels = batch(model_name, setup(model_name)[3])
     model = float_model(model_name).train()
     penalty, attach = None, None
@@ -138,6 +186,16 @@ def build_trainer(model_name: str, variant: str) -> Trainer:
     return Trainer(model, optimizer, penalty, images, labels)
 
 
+def build_gradual_trainer(model_name: str) -> GradualTrainer:
+    """The UNIQ W4A8 model under a one-block-per-layer schedule, with AdamW."""
+    images, labels = batch(model_name, setup(model_name)[3])
+    config = QuantConfig(weight_bits=WEIGHT_BITS, act_bits=ACT_BITS)
+    model = prepare(float_model(model_name).train(), config, images[:1])
+    schedule = GradualSchedule(model, stage_length=1, unit="step")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    return GradualTrainer(model, optimizer, None, images, labels, schedule)
+
+
 def time_steps(
     trainers: dict[str, Trainer], rounds: int, steps: int, warmup: int
 ) -> dict[str, list[float]]:
@@ -149,10 +207,9 @@ def time_steps(
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            for _ in range(steps):
-                start = time.perf_counter()
-                trainers[name].step()
-                times[name].append(time.perf_counter() - start)
+            calls = 1 if isinstance(trainers[name], GradualTrainer) else steps
+            for _ in range(calls):
+                times[name].append(trainers[name].timed_step())
         logger.info("round %d/%d done", r + 1, rounds)
     return times
 
@@ -356,7 +413,9 @@ def report(payload: dict) -> str:
         "interleaved rounds in one process and medians.  ",
         f"Code: commit {payload['revision']}  ",
         "Variants: `uniq` = UNIQ noise mode on every layer at once (W4A8), `uniq-w` = the same "
-        "with float activations, peers at W4A8 (DiffQ about 4 bits, float activations). Step = "
+        "with float activations, `uniq-gradual` = the mean step over the stages of the gradual "
+        "schedule (one block per layer, W4A8: earlier layers frozen, the current one noisy, "
+        "later ones float), peers at W4A8 (DiffQ about 4 bits, float activations). Step = "
         "forward, cross-entropy, backward, AdamW step on a fixed random batch. Memory = peak RSS "
         "of a fresh process per variant over its training steps (VmHWM, reset after set-up), "
         "and its growth over the resident set before the first step.",
@@ -399,7 +458,7 @@ def report(payload: dict) -> str:
                 s = r["inference"][b][name]
                 cells += [f"{s['median_ms']:.2f}", f"{s['ratio']:.3f}"]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for v in ("uniq", "uniq-w"):
+        for v in ("uniq-gradual", "uniq", "uniq-w"):
             if v in r["step"]:
                 ratio = r["step"][v]["ratio"]
                 verdict = "met" if ratio <= payload["goal"] else "NOT met"

@@ -7,7 +7,8 @@ The range [lo, hi] is learned from the data in training and is the very range us
   a negative input was seen (symmetric, 2^(b-1) - 1 steps each side).
 
 With step s = hi / steps, ``quant`` mode computes q(x) = s * round(clamp(x, lo, hi) / s); its
-gradient is 1 inside [lo, hi] and 0 outside (straight-through inside the range). ``noise`` mode
+gradient is 1 inside (lo, hi) and 0 outside (straight-through inside the range; the boundary
+itself has measure zero, and a ReLU already passes no gradient at 0). ``noise`` mode
 adds U(-s/2, s/2) to clamp(x, lo, hi) instead of rounding in training, as in the paper's first
 version, and rounds in eval. ``float`` passes x unchanged but still tracks the range, so the
 range is calibrated when quantization starts. ``freeze()`` stops the range from moving.
@@ -78,11 +79,11 @@ class ActivationQuantizer(nn.Module):
                 "the activation quantizer has no range yet: run training forward passes (or "
                 "calibrate with model.train() on a few batches) before evaluating in quant mode"
             )
-        lo, hi, step = (t.to(x.dtype) for t in self.range())
+        lo, hi, step = _grid_bounds(self.range(), x)
         noise = self.mode == "noise" and self.training
         if torch.is_grad_enabled() and x.requires_grad:
             return _ClampToGrid.apply(x, lo, hi, step, noise)
-        return _clamp_to_grid(x, lo, hi, step, noise)[0]
+        return _clamp_to_grid(x, lo, hi, step, noise)
 
     def range(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(lo, hi, step) of the quantization grid, as 0-dim tensors."""
@@ -100,7 +101,7 @@ class ActivationQuantizer(nn.Module):
         flat = x.reshape(-1)
         flat = flat[:: max(1, flat.numel() // _MAX_SAMPLES)].abs().float()
         rank = max(1, math.ceil(self.percentile * flat.numel()))
-        stat = flat.kthvalue(rank).values
+        stat = flat.topk(flat.numel() - rank + 1, sorted=False).values.amin()  # rank-th smallest
         moved = torch.lerp(self.clip, stat, self.momentum)
         self.clip.copy_(torch.where(self.calibrated, moved, stat))
         self.signed.logical_or_(x.amin() < 0)
@@ -112,29 +113,47 @@ class ActivationQuantizer(nn.Module):
             super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _clamp_to_grid(x, lo, hi, step, noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(step * round(clamp(x, lo, hi) / step), clamp(x, lo, hi)); with ``noise`` the first is
-    clamp(x, lo, hi) + U(-step/2, step/2) instead."""
+def _grid_bounds(grid: tuple[torch.Tensor, ...], x: torch.Tensor) -> tuple:
+    """(lo, hi, step) as Python floats for a CPU input, else as 0-dim tensors of ``x``'s dtype.
+
+    A CPU clamp with number bounds is several times faster than with tensor bounds, and reading
+    a CPU number is free; on an accelerator the tensors stay put, so nothing synchronizes.
+    """
+    if x.device.type == "cpu":
+        return tuple(t.item() for t in grid)
+    return tuple(t.to(x.dtype) for t in grid)
+
+
+def _clamp_to_grid(x, lo, hi, step, noise: bool) -> torch.Tensor:
+    """step * round(clamp(x, lo, hi) / step); with ``noise``, clamp(x, lo, hi) + U(-step/2,
+    step/2) instead. The bounds are numbers or 0-dim tensors (``_grid_bounds``)."""
     clamped = torch.clamp(x, lo, hi)
-    if noise:
-        return clamped + (torch.rand_like(clamped) - 0.5) * step, clamped
-    return clamped.div(step).round_().mul_(step), clamped
+    if not noise:
+        return clamped.div_(step).round_().mul_(step)
+    if isinstance(step, float):
+        return clamped.add_(torch.empty_like(clamped).uniform_(-step / 2, step / 2))
+    return clamped.add_((torch.rand_like(clamped) - 0.5) * step)
 
 
 class _ClampToGrid(torch.autograd.Function):
-    """``_clamp_to_grid`` with the gradient 1 inside [lo, hi] and 0 outside.
+    """``_clamp_to_grid`` with the gradient 1 inside (lo, hi) and 0 outside.
 
-    One saved boolean mask replaces autograd's backward of a clamp with tensor bounds, which
-    costs several full passes over the activations.
+    Saves the input itself (often already kept alive by the ReLU before it) and rebuilds the
+    mask in backward: with number bounds that is one fused ``hardtanh_backward`` pass.
     """
 
     @staticmethod
     def forward(ctx, x, lo, hi, step, noise):
-        out, clamped = _clamp_to_grid(x, lo, hi, step, noise)
-        ctx.save_for_backward(clamped == x)
-        return out
+        ctx.save_for_backward(x, *(t for t in (lo, hi) if isinstance(t, torch.Tensor)))
+        ctx.bounds = (lo, hi) if isinstance(lo, float) else None
+        return _clamp_to_grid(x, lo, hi, step, noise)
 
     @staticmethod
     def backward(ctx, grad):
-        (inside,) = ctx.saved_tensors
-        return grad * inside, None, None, None, None
+        x, *tensor_bounds = ctx.saved_tensors
+        if ctx.bounds is not None:
+            grad_x = torch.ops.aten.hardtanh_backward(grad, x, *ctx.bounds)
+        else:
+            lo, hi = tensor_bounds
+            grad_x = torch.where((x > lo) & (x < hi), grad, 0.0)
+        return grad_x, None, None, None, None
