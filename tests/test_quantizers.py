@@ -5,6 +5,7 @@ import torch
 
 from uniq_quant.functional import dequantize, quantize
 from uniq_quant.quantizers import ActivationQuantizer, WeightQuantizer
+from uniq_quant.quantizers.activation import _ClampToGrid
 
 
 def test_weight_quantizer_float_mode_is_identity() -> None:
@@ -192,3 +193,26 @@ def test_activation_settings_are_validated() -> None:
         ActivationQuantizer(8, percentile=1.5)
     with pytest.raises(ValueError, match="momentum"):
         ActivationQuantizer(8, momentum=0)
+
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_activation_number_and_tensor_bounds_give_the_same_values_and_gradient(noise) -> None:
+    """CPU inputs use number bounds, other devices 0-dim tensors: the two paths agree."""
+    lo, hi, step = -2.0, 2.0, 2.0 / 127
+    x = torch.cat([torch.randn(2000) * 3, torch.tensor([lo, hi, 0.0])]).requires_grad_()
+    bounds = {"numbers": (lo, hi, step), "tensors": tuple(map(torch.tensor, (lo, hi, step)))}
+    results = {}
+    for name, (a, b, s) in bounds.items():
+        torch.manual_seed(0)
+        out = _ClampToGrid.apply(x, a, b, s, noise)
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        results[name] = out.detach(), grad
+
+    inside = (x > lo) & (x < hi)
+    assert torch.equal(results["numbers"][1], inside.float())
+    assert torch.equal(results["tensors"][1], results["numbers"][1])
+    if noise:  # the two paths draw differently; both stay within half a step of the clamp
+        for out, _ in results.values():
+            assert (out - x.detach().clamp(lo, hi)).abs().max() <= step / 2 + 1e-6
+    else:
+        assert torch.equal(results["tensors"][0], results["numbers"][0])
