@@ -100,14 +100,15 @@ def _gaussian_noisy(
 
     Same law as ``F^-1(clamp(F(w) + e))``: v moves by 2e ~ U(-1/k, 1/k), is clamped to
     [-(1 - 1/k), 1 - 1/k] and maps back through erfinv. erf and erfinv cost about half of
-    ndtr and ndtri on a CPU, and every step after the first works in place on one buffer.
+    ndtr and ndtri on a CPU. Two buffers are allocated (v and the noise) and every step works in
+    place on them: on a CPU, writing fresh memory costs as much as the arithmetic.
     """
     k = 2**bits
     x = grouped(w, per_channel)
     x = x if x.dtype == torch.float64 else x.float()
     mu, sigma = gaussian_stats(x, per_channel=True)
     scale = sigma * math.sqrt(2)
-    v = torch.erf((x - mu) / scale)  # (G, N)
-    noise = torch.rand(v.shape, generator=generator, device=v.device, dtype=v.dtype)
-    v.add_(noise.mul_(2 / k).sub_(1 / k)).clamp_(-1 + 1 / k, 1 - 1 / k)
+    v = torch.sub(x, mu).div_(scale).erf_()  # (G, N)
+    noise = torch.empty_like(v).uniform_(-1 / k, 1 / k, generator=generator)
+    v.add_(noise).clamp_(-1 + 1 / k, 1 - 1 / k)
     return v.erfinv_().mul_(scale).add_(mu).to(w.dtype).reshape(w.shape)

@@ -77,10 +77,25 @@ def dequantize(codes: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 def straight_through(w: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``target`` in the forward pass (bit-exact), with the gradient of ``w`` in the backward pass.
 
-    Computed as target + (w - w), with only the first term detached: w - w is exactly 0, so
-    the forward value is exactly ``target``, unlike w + (target - w), which can round.
+    A custom autograd function: the forward value is ``target`` itself (no arithmetic, so no
+    rounding and no pass over the weights), and the backward pass hands the gradient to ``w``
+    unchanged; ``target`` gets none.
     """
-    return target.detach() + (w - w.detach())
+    if not (torch.is_grad_enabled() and w.requires_grad):
+        return target.detach()
+    return _StraightThrough.apply(w, target.detach())
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the second input; backward: the gradient goes to the first, unchanged."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return target.view_as(target)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
 
 
 def fake_quantize(
