@@ -92,8 +92,8 @@ def set_batchnorm_statistics(model: nn.Module, batches: list[torch.Tensor]) -> N
     model.eval()
 
 
-def first_round_flips(path: Path, model: nn.Module, x: torch.Tensor) -> float:
-    """Share of the first quantized activation's values on which onnxruntime and torch differ."""
+def first_round_flips(path: Path, model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(values on which onnxruntime and torch differ, values) of the first quantized activation."""
     graph = onnx.load(path)
     first = next(node.output[0] for node in graph.graph.node if node.op_type == "Round")
     graph.graph.output.append(onnx.helper.make_empty_tensor_value_info(first))
@@ -111,7 +111,8 @@ def first_round_flips(path: Path, model: nn.Module, x: torch.Tensor) -> float:
     with torch.no_grad():
         traced(x)
     handle.remove()
-    return float(np.mean(grid != scaled[0].numpy()))
+    differing = grid != scaled[0].numpy()
+    return int(differing.sum()), int(differing.size)
 
 
 def measure(name: str, act_bits: int | None, batch: int, folder: Path) -> dict:
@@ -156,7 +157,7 @@ def table(rows: dict[tuple[str, str], dict]) -> str:
     ]
     for (name, variant), r in rows.items():
         flips = r.get("first_activation_flips")
-        flips = "" if flips is None else f"{100 * flips:.4f}%"
+        flips = "" if flips is None else f"{flips[0]:,} of {flips[1]:,}"
         lines.append(
             f"| {name} | {variant} | {r['max_abs_logit']:.2f} | {r['max_abs_diff']:.1e} | "
             f"{100 * r['top1_agreement']:.1f}% | {flips} | {r['torch_float32_vs_float64']:.1e} | "
