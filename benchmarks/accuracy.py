@@ -13,9 +13,10 @@ Protocol, per data set and seed:
    and evaluate top-1 on the whole test split;
 3. count GBOPs per image (``uniq_quant.bops.count_bops``).
 Every run is written to the JSON file ``--out`` as it finishes (``--resume`` reuses the runs
-of an earlier, identical configuration). At the end the mean and standard deviation over seeds
-go into benchmarks/RESULTS.md, with the command, date and machine, and into a figure of
-accuracy against GBOPs.
+of an earlier, identical configuration; ``--merge`` adds the runs of shards run elsewhere,
+e.g. one data set per machine, each with its own ``--out``). At the end the mean and
+standard deviation over seeds go into benchmarks/RESULTS.md, with the command, date and
+machine, and into a figure of accuracy against GBOPs.
 """
 
 from __future__ import annotations
@@ -107,6 +108,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     out.add_argument("--resume", action="store_true", help="reuse finished runs from --out")
     out.add_argument(
         "--report-only", action="store_true", help="redo RESULTS.md and the figure from --out"
+    )
+    out.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="add the runs of these files (shards run elsewhere, same settings) to --out, "
+        "then report",
     )
     out.add_argument(
         "--no-report", action="store_true", help="write neither RESULTS.md nor the figure"
@@ -601,6 +610,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.report_only:
         return write_report(json.loads(args.out.read_text()), args)
+    if args.merge:
+        payload = json.loads(args.out.read_text())
+        for path in args.merge:
+            merge(payload, json.loads(path.read_text()), path)
+        common.save_json(args.out, payload)
+        return write_report(payload, args)
 
     payload = {
         "commands": [common.command_line("accuracy.py", argv)],
@@ -640,6 +655,29 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("no run finished")
         return 1
     return write_report(payload, args)
+
+
+def merge(payload: dict, shard: dict, source: Path) -> None:
+    """Add ``shard``'s finished runs (cells ``payload`` lacks), float models and commands.
+
+    Raises:
+        SystemExit: the shard was run with other settings (its runs would not be comparable).
+    """
+    if shard.get("settings") != payload.get("settings"):
+        raise SystemExit(
+            f"{source} was run with settings {shard.get('settings')}, --out with "
+            f"{payload.get('settings')}: rerun the shard with the same training options"
+        )
+    done = {cell_key(r) for r in payload["runs"]}
+    added = [r for r in shard["runs"] if r["status"] == "ok" and cell_key(r) not in done]
+    logger.info("merged %d runs from %s", len(added), source)
+    if not added:
+        return
+    payload["runs"] += added
+    payload["float"].update(shard["float"])
+    payload["commands"] += shard["commands"]
+    payload["revisions"] = payload.get("revisions", []) + shard.get("revisions", [])
+    payload["wall_seconds"] += shard["wall_seconds"]
 
 
 def write_report(payload: dict, args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 The range [lo, hi] is learned from the data in training and is the very range used at eval:
 * hi (``clip``) is an exponential moving average of a high quantile of |x| per training batch
-  (``percentile``, on at most 2^16 evenly strided samples), robust to rare outliers;
+  (``percentile``, on about 2^14 evenly strided samples), robust to rare outliers;
 * lo is 0 while every input seen so far was non-negative (unsigned, 2^b - 1 steps) and -hi once
   a negative input was seen (symmetric, 2^(b-1) - 1 steps each side).
 
