@@ -17,9 +17,9 @@ each model (ResNet-20 on 3 x 32 x 32, batch 32; torchvision ResNet-18 on 3 x 224
 * ``brevitas``, ``torchao``: the peers' QAT at W4A8 (see methods/peers.py);
 * ``diffq``: DiffQ at about 4 bits with its size penalty, float activations.
 Step time: all variants live in one process; each round runs every variant for a few steps in a
-rotating order (interleaved, so load from other processes hits all of them alike), and the
-median step time per variant is divided by the float median (for ``uniq-gradual``, one sweep
-over the stages per round).
+rotating order (interleaved, so load from other processes hits all of them alike); the ratio to
+float is the median over rounds of the ratio of the round's medians (for ``uniq-gradual``, one
+sweep over the stages per round).
 
 Peak memory (Linux): one subprocess per (model, variant) builds the model and optimizer, resets
 the kernel's peak resident-set mark (``/proc/self/clear_refs``), runs a few steps, and reads the
@@ -198,20 +198,30 @@ def build_gradual_trainer(model_name: str) -> GradualTrainer:
 
 def time_steps(
     trainers: dict[str, Trainer], rounds: int, steps: int, warmup: int
-) -> dict[str, list[float]]:
-    """Per-step seconds of every trainer, interleaved in rotating order over ``rounds``."""
+) -> dict[str, list[list[float]]]:
+    """Per-step seconds of every trainer, per round, interleaved in rotating order."""
     names = list(trainers)
     for name in names:
         for _ in range(warmup):
             trainers[name].step()
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[str, list[list[float]]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             calls = 1 if isinstance(trainers[name], GradualTrainer) else steps
-            for _ in range(calls):
-                times[name].append(trainers[name].timed_step())
+            times[name].append([trainers[name].timed_step() for _ in range(calls)])
         logger.info("round %d/%d done", r + 1, rounds)
     return times
+
+
+def round_ratio(times: list[list[float]], base: list[list[float]]) -> float:
+    """Median over rounds of (median step in the round / base's median step in the round).
+
+    Within a round the variants run back to back, so a change of the machine's load between
+    rounds cancels in each round's ratio.
+    """
+    return statistics.median(
+        statistics.median(t) / statistics.median(b) for t, b in zip(times, base, strict=True)
+    )
 
 
 def memory_child(model_name: str, variant: str, steps: int) -> dict[str, int]:
@@ -357,9 +367,12 @@ def measure_model(model_name: str, args: argparse.Namespace, payload: dict) -> N
     trainers = {v: build_trainer(model_name, v) for v in variants}
     times = time_steps(trainers, args.rounds, args.steps, args.warmup)
     result["step_seconds"] = times
-    float_ms = median_ms(times["float"])
     result["step"] = {
-        v: {"median_ms": median_ms(t), "iqr_ms": spread_ms(t), "ratio": median_ms(t) / float_ms}
+        v: {
+            "median_ms": median_ms([x for r in t for x in r]),
+            "iqr_ms": spread_ms([x for r in t for x in r]),
+            "ratio": round_ratio(t, times["float"]),
+        }
         for v, t in times.items()
     }
     logger.info(
@@ -410,7 +423,8 @@ def report(payload: dict) -> str:
         f"Command: `{payload['command']}`  ",
         f"Machine: {payload['machine']}, {payload['threads']} torch thread(s); the CPUs are "
         "shared with other jobs, so absolute times are noisy: the ratios come from "
-        "interleaved rounds in one process and medians.  ",
+        "interleaved rounds in one process: step / float is the median over rounds of the "
+        "ratio of each round's medians.  ",
         f"Code: commit {payload['revision']}  ",
         "Variants: `uniq` = UNIQ noise mode on every layer at once (W4A8), `uniq-w` = the same "
         "with float activations, `uniq-gradual` = the mean step over the stages of the gradual "
