@@ -1,0 +1,49 @@
+"""Smoke runs of the benchmark scripts: they start, measure and print their tables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _run(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_overhead_times_float_uniq_and_the_gradual_schedule(tmp_path: Path) -> None:
+    """One round of the step timing, the gradual sweep included, and the inference timing."""
+    out = tmp_path / "overhead.json"
+    text = _run(
+        "overhead.py",
+        *("--models", "resnet20", "--variants", "float", "uniq", "uniq-gradual"),
+        *("--rounds", "1", "--steps", "1", "--warmup", "0", "--infer-rounds", "1"),
+        *("--no-memory", "--no-report", "--goal", "100", "--out", str(out)),
+    )
+    step = json.loads(out.read_text())["models"]["resnet20"]["step"]
+    assert set(step) == {"float", "uniq", "uniq-gradual"}
+    assert step["float"]["ratio"] == 1.0
+    assert all(s["ratio"] > 0 for s in step.values())
+    assert "| uniq-gradual |" in text and "| converted |" in text
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_onnx_agreement_reports_both_runtimes(tmp_path: Path) -> None:
+    """The ONNX table has a row per variant with the float32 and float64 comparisons."""
+    text = _run("onnx_agreement.py", "--models", "small_cnn", "--batch", "2", "--no-report")
+    rows = [line for line in text.splitlines() if line.startswith("| small_cnn |")]
+    assert [row.split(" | ")[1] for row in rows] == ["W4", "W4A8"]
+    float64_diff = float(rows[1].rstrip(" |").split(" | ")[-1])
+    assert float64_diff < 1e-9
