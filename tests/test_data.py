@@ -334,6 +334,19 @@ def test_image_folder_loads_with_standard_transforms(tmp_path):
     assert build_datasets("imagenet", root)[2].image_size == (224, 224)
 
 
+def test_validation_only_needs_and_scans_only_the_val_folder(tmp_path):
+    """train=False returns no train set; an image folder then needs root/val alone."""
+    root = write_image_folder(tmp_path)
+    (root / "train").rename(tmp_path / "elsewhere")
+    train, val, info = build_datasets("imagefolder", root, image_size=16, train=False)
+    assert train is None and len(val) == 6 and info.num_classes == 2
+    with pytest.raises(FileNotFoundError, match="train"):
+        build_datasets("imagefolder", root, image_size=16)
+
+    train, val, _ = build_datasets("synthetic", synthetic_sizes=(8, 4), train=False)
+    assert train is None and len(val) == 4
+
+
 def test_image_folder_errors(tmp_path):
     """No root, no val folder, or different class sets each raise a clear error."""
     with pytest.raises(ValueError, match="pass root"):

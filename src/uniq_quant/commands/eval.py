@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         settings = eval_settings(args, target)
         process = _single_process(args.device)
         _, val_set, info = build_datasets(
-            settings.dataset, settings.data, image_size=settings.image_size
+            settings.dataset, settings.data, image_size=settings.image_size, train=False
         )
         model = load_model(target, settings, info).to(process.device)
         _check_fits(model, val_set, info, target, process)

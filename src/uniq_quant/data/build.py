@@ -36,7 +36,8 @@ def build_datasets(
     synthetic_sizes: tuple[int, int] = (1024, 256),
     seed: int = 0,
     augment: bool = True,
-) -> tuple[Dataset, Dataset, DatasetInfo]:
+    train: bool = True,
+) -> tuple[Dataset | None, Dataset, DatasetInfo]:
     """Build the train and validation datasets of ``name``; nothing is ever downloaded.
 
     Every dataset returns ``(image, label)``: a normalized float tensor (C, H, W) and an int.
@@ -58,9 +59,11 @@ def build_datasets(
         synthetic_sizes: (train, val) item counts of the synthetic sets.
         seed: seed of the digits split and of synthetic data.
         augment: apply the standard training augmentation (cifar, image folders).
+        train: False for evaluation only: the train dataset is None, and an image folder
+            needs and scans only ``root/val``.
 
     Returns:
-        (train_dataset, val_dataset, info).
+        (train_dataset or None, val_dataset, info).
 
     Raises:
         ValueError: unknown name or bad argument, or a corrupt data file.
@@ -75,16 +78,20 @@ def build_datasets(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     root = None if root is None else Path(root).expanduser()
 
+    if key in ("imagenet", "imagefolder"):
+        return build_image_folder(key, root, size, augment, train)
     if key == "synthetic":
         shape = tuple(synthetic_shape)
         shape = shape if size is None or len(shape) != 3 else (shape[0], *size)
-        return build_synthetic(shape, synthetic_classes, tuple(synthetic_sizes), seed)
-    if key == "mnist":
-        return build_mnist(root, size)
-    if key == "fashion-mnist":
-        return build_fashion_mnist(root, size)
-    if key == "digits":
-        return build_digits(size, seed)
-    if key in CIFAR_LAYOUTS:
-        return build_cifar(key, root, size, augment)
-    return build_image_folder(key, root, size, augment)
+        built = build_synthetic(shape, synthetic_classes, tuple(synthetic_sizes), seed)
+    elif key == "mnist":
+        built = build_mnist(root, size)
+    elif key == "fashion-mnist":
+        built = build_fashion_mnist(root, size)
+    elif key == "digits":
+        built = build_digits(size, seed)
+    elif key in CIFAR_LAYOUTS:
+        built = build_cifar(key, root, size, augment)
+    else:
+        raise AssertionError(f"build_datasets has no builder for {key!r}")
+    return built if train else (None, *built[1:])

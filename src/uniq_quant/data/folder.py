@@ -35,9 +35,16 @@ def image_transforms(size: Size, augment: bool = True) -> tuple[object, object]:
 
 
 def build_image_folder(
-    name: str, root: Path | None, size: Size | None = None, augment: bool = True
-) -> tuple[Dataset, Dataset, DatasetInfo]:
+    name: str,
+    root: Path | None,
+    size: Size | None = None,
+    augment: bool = True,
+    train: bool = True,
+) -> tuple[Dataset | None, Dataset, DatasetInfo]:
     """Train / validation ImageFolder datasets from ``root/train`` and ``root/val``.
+
+    With ``train=False`` only ``root/val`` is needed and scanned (ImageNet's training tree holds
+    1.28 million files), and the train dataset returned is None.
 
     Raises:
         ValueError: ``root`` is None, or train and val hold different classes.
@@ -52,7 +59,7 @@ def build_image_folder(
             "each holding one subfolder of images per class"
         )
     folders = [Path(root) / split for split in _SPLITS]
-    for folder in folders:
+    for folder in folders if train else folders[1:]:
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"expected the folder {folder}: {name} needs ROOT/train/<class>/<image> and "
@@ -61,12 +68,15 @@ def build_image_folder(
             )
     size = size or DEFAULT_SIZE
     train_tf, val_tf = image_transforms(size, augment)
-    train, val = ImageFolder(folders[0], train_tf), ImageFolder(folders[1], val_tf)
-    if train.classes != val.classes:
-        only = sorted(set(train.classes) ^ set(val.classes))
+    val = ImageFolder(folders[1], val_tf)
+    info = DatasetInfo(name, len(val.classes), 3, size, IMAGENET_MEAN, IMAGENET_STD)
+    if not train:
+        return None, val, info
+    train_set = ImageFolder(folders[0], train_tf)
+    if train_set.classes != val.classes:
+        only = sorted(set(train_set.classes) ^ set(val.classes))
         raise ValueError(
             f"{folders[0]} and {folders[1]} must hold the same class folders so labels agree; "
             f"these are in only one of them: {only[:10]}"
         )
-    info = DatasetInfo(name, len(train.classes), 3, size, IMAGENET_MEAN, IMAGENET_STD)
-    return train, val, info
+    return train_set, val, info
