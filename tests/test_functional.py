@@ -17,6 +17,7 @@ from uniq_quant.functional import (
     quantize,
 )
 from uniq_quant.functional.distributions import SIGMA_FLOOR, fit_distribution
+from uniq_quant.functional.noise import symmetric_uniform
 
 ALL_BITS = range(1, 9)
 
@@ -264,3 +265,16 @@ def test_dequantize_rejects_mismatched_input() -> None:
         dequantize(codes.float(), levels)
     with pytest.raises(ValueError, match=r"\(3, 4\)"):
         dequantize(codes, levels[:3])
+
+
+def test_symmetric_uniform_fills_its_16_bit_grid_evenly() -> None:
+    """Values lie on h (j + 1/2) / 2^15 inside (-h, h); every position of the 64-bit words
+    contributes unbiased draws (the sign of each is a fair coin)."""
+    h, n = 0.25, 2**20 + 3  # not a multiple of four values per word
+    x = symmetric_uniform((n,), h, torch.empty(0, dtype=torch.float64))
+    assert x.shape == (n,) and x.dtype == torch.float64
+    j = x / h * 2**15 - 0.5
+    assert torch.equal(j, j.round()) and x.abs().max() < h
+    lanes = x[: n - 3].reshape(-1, 4)  # one row per random word
+    assert ((lanes < 0).double().mean(0) - 0.5).abs().max() < 6 * 0.5 / math.sqrt(lanes.shape[0])
+    assert x.var().item() == pytest.approx(h**2 / 3, rel=0.01)
