@@ -7,8 +7,8 @@ With F the CDF fitted to the weights and k = 2^bits (paper, section 3.1):
 drawn anew at every call. The noise is exactly one bin wide in the u = F(w) domain, where the
 k-quantile quantizer is uniform, so it has the law of that quantizer's error there. The clamp keeps
 w~ inside [r_1, r_k], the outermost levels, as quantization would. e is drawn on a grid of 2^16
-evenly spaced points of its interval (16 random bits per weight, ``symmetric_uniform``): its
-step, 1/(k 2^16), is far below float32 resolution of u for any k.
+evenly spaced points of its interval (16 random bits per weight, ``symmetric_uniform``), a
+step of 2^-16 of the bin width.
 
 Gradient: straight-through, d w~ / d w = identity (``quantize.straight_through``),
 and the fit's statistics are constants to autograd.
