@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from uniq_quant import QuantConfig, calibrate, convert, prepare, quantized_layers
+from uniq_quant.bops import count_bops
 from uniq_quant.commands import export as export_command
 from uniq_quant.export import (
     FORMAT_NAME,
@@ -37,6 +38,7 @@ from uniq_quant.export import (
 from uniq_quant.export.format import CODES, LEVELS, METADATA_KEY, checksum
 from uniq_quant.export.onnx import OUTPUT_NAME, onnx_graph_model
 from uniq_quant.models import build_model, model_recipe
+from uniq_quant.report import layer_report
 
 ONNX_TOLERANCE = 1e-4  # the kernels of torch and of the ONNX runtimes round differently
 
@@ -122,6 +124,17 @@ def test_small_cnn_round_trip_is_bit_identical(small: tuple[Converted, Path], la
     loaded = load_quantized(path, lazy=lazy)
     assert not loaded.training
     _assert_same_outputs(converted.model, loaded, converted.shape)
+
+
+def test_lazily_loaded_model_reports_and_counts_like_the_saved_one(
+    small: tuple[Converted, Path],
+) -> None:
+    """The layer table and the BOPs of a lazy model (no float weights) equal the saved one's."""
+    converted, path = small
+    lazy = load_quantized(path, lazy=True)
+    assert layer_report(lazy) == layer_report(converted.model)
+    shape = converted.shape
+    assert count_bops(lazy, shape).gbops == count_bops(converted.model, shape).gbops
 
 
 @pytest.mark.parametrize("lazy", [False, True])

@@ -41,7 +41,7 @@ def layer_report(model: nn.Module) -> list[LayerRow]:
             LayerRow(
                 name=name,
                 type=type(layer).__name__,
-                weight_shape=tuple(layer.weight.shape),
+                weight_shape=tuple(weight.shape),  # lazily loaded layers have no weight
                 bits=quantizer.bits,
                 act_bits=None if act is None else act.bits,
                 mode=layer.mode,
