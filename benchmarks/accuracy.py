@@ -614,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         payload = json.loads(args.out.read_text())
         for path in args.merge:
             merge(payload, json.loads(path.read_text()), path)
+        payload["commands"].append(common.command_line("accuracy.py", argv))
+        payload["revisions"] = [*payload.get("revisions", []), common.revision()]
         common.save_json(args.out, payload)
         return write_report(payload, args)
 
