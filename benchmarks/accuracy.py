@@ -612,11 +612,11 @@ def main(argv: list[str] | None = None) -> int:
         return write_report(json.loads(args.out.read_text()), args)
     if args.merge:
         payload = json.loads(args.out.read_text())
-        for path in args.merge:
-            merge(payload, json.loads(path.read_text()), path)
-        payload["commands"].append(common.command_line("accuracy.py", argv))
-        payload["revisions"] = [*payload.get("revisions", []), common.revision()]
-        common.save_json(args.out, payload)
+        added = sum(merge(payload, json.loads(path.read_text()), path) for path in args.merge)
+        if added:
+            payload["commands"].append(common.command_line("accuracy.py", argv))
+            payload["revisions"] = [*payload.get("revisions", []), common.revision()]
+            common.save_json(args.out, payload)
         return write_report(payload, args)
 
     payload = {
@@ -659,8 +659,11 @@ def main(argv: list[str] | None = None) -> int:
     return write_report(payload, args)
 
 
-def merge(payload: dict, shard: dict, source: Path) -> None:
+def merge(payload: dict, shard: dict, source: Path) -> int:
     """Add ``shard``'s finished runs (cells ``payload`` lacks), float models and commands.
+
+    Returns:
+        The number of runs added (0 when ``payload`` already holds every cell of the shard).
 
     Raises:
         SystemExit: the shard was run with other settings (its runs would not be comparable).
@@ -674,12 +677,13 @@ def merge(payload: dict, shard: dict, source: Path) -> None:
     added = [r for r in shard["runs"] if r["status"] == "ok" and cell_key(r) not in done]
     logger.info("merged %d runs from %s", len(added), source)
     if not added:
-        return
+        return 0
     payload["runs"] += added
     payload["float"].update(shard["float"])
     payload["commands"] += shard["commands"]
     payload["revisions"] = payload.get("revisions", []) + shard.get("revisions", [])
     payload["wall_seconds"] += shard["wall_seconds"]
+    return len(added)
 
 
 def write_report(payload: dict, args: argparse.Namespace) -> int:

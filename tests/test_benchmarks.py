@@ -47,3 +47,36 @@ def test_onnx_agreement_reports_both_runtimes(tmp_path: Path) -> None:
     assert [row.split(" | ")[1] for row in rows] == ["W4", "W4A8"]
     float64_diff = float(rows[1].rstrip(" |").split(" | ")[-1])
     assert float64_diff < 1e-9
+
+
+def test_accuracy_merge_adds_a_shard_once(tmp_path: Path) -> None:
+    """Merging a shard twice adds its runs and its command once; other settings are refused."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import accuracy
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def run(seed: int) -> dict:
+        cell = {"dataset": "mnist", "seed": seed, "method": "lsq", "weight_bits": 2}
+        return {**cell, "act_bits": 8, "status": "ok"}
+
+    def payload(seeds: list[int]) -> dict:
+        return {
+            "settings": {"epochs": 1},
+            "runs": [run(s) for s in seeds],
+            "float": {f"mnist/{s}": 98.0 for s in seeds},
+            "commands": [f"shard {seeds}"],
+            "revisions": ["abc"],
+            "wall_seconds": 10.0,
+        }
+
+    main, shard = payload([0]), payload([1, 2])
+    assert accuracy.merge(main, shard, tmp_path / "shard.json") == 2
+    assert accuracy.merge(main, shard, tmp_path / "shard.json") == 0
+    assert [r["seed"] for r in main["runs"]] == [0, 1, 2]
+    assert main["commands"] == ["shard [0]", "shard [1, 2]"]
+    assert main["wall_seconds"] == 20.0
+
+    with pytest.raises(SystemExit, match="rerun the shard"):
+        accuracy.merge(main, {**shard, "settings": {"epochs": 2}}, tmp_path / "other.json")
