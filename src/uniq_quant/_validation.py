@@ -32,6 +32,8 @@ def check_choice(value: object, choices: Collection[str], what: str) -> str:
 def check_weights(w: object, what: str = "weights") -> torch.Tensor:
     """Return ``w`` if it is a non-empty floating tensor of finite values, else raise.
 
+    Under ``torch.compile`` the values are not checked (only the type and size).
+
     Raises:
         TypeError: ``w`` is not a floating-point torch.Tensor.
         ValueError: ``w`` is empty or holds NaN or infinite values.
@@ -41,6 +43,8 @@ def check_weights(w: object, what: str = "weights") -> torch.Tensor:
         raise TypeError(f"{what} must be a floating-point torch.Tensor, got {kind}")
     if w.numel() == 0:
         raise ValueError(f"{what} are empty (shape {tuple(w.shape)}); there is nothing to quantize")
+    if torch.compiler.is_compiling():  # a value check would break the compiled graph
+        return w
     if not bool(torch.isfinite(w).all()):
         bad = int((~torch.isfinite(w)).sum())
         raise ValueError(

@@ -64,7 +64,12 @@ def random_int16(
     device: torch.device,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Uniform int16 values (every one of the 2^16 equally likely), four per random 64-bit word."""
+    """Uniform int16 values (every one of the 2^16 equally likely), four per random 64-bit word.
+
+    Under ``torch.compile``, which cannot view a buffer as a narrower dtype, one draw per value.
+    """
+    if torch.compiler.is_compiling():
+        return torch.randint(-(2**15), 2**15, tuple(shape), dtype=torch.int16, device=device)
     count = math.prod(shape)
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(2**63), 2**63 - 1, generator=generator)  # all 64 bits uniform

@@ -74,7 +74,7 @@ class ActivationQuantizer(nn.Module):
             self._observe(x.detach())
         if self.mode == "float":
             return x
-        if not self.training and not bool(self.calibrated):
+        if not (self.training or torch.compiler.is_compiling() or bool(self.calibrated)):
             raise RuntimeError(
                 "the activation quantizer has no range yet: run training forward passes (or "
                 "calibrate with model.train() on a few batches) before evaluating in quant mode"
@@ -117,9 +117,10 @@ def _grid_bounds(grid: tuple[torch.Tensor, ...], x: torch.Tensor) -> tuple:
     """(lo, hi, step) as Python floats for a CPU input, else as 0-dim tensors of ``x``'s dtype.
 
     A CPU clamp with number bounds is several times faster than with tensor bounds, and reading
-    a CPU number is free; on an accelerator the tensors stay put, so nothing synchronizes.
+    a CPU number is free; on an accelerator the tensors stay put, so nothing synchronizes. Under
+    ``torch.compile`` the bounds stay tensors too: reading a number would break the graph.
     """
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
         return tuple(t.item() for t in grid)
     return tuple(t.to(x.dtype) for t in grid)
 

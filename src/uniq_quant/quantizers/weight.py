@@ -102,7 +102,13 @@ class WeightQuantizer(nn.Module):
 
     @torch.no_grad()
     def _quantized(self, w: torch.Tensor) -> torch.Tensor:
-        """dequantize(quantize(w)), recomputed only when ``w`` changed since the last call."""
+        """dequantize(quantize(w)), recomputed only when ``w`` changed since the last call.
+
+        Under ``torch.compile`` it is recomputed at every call: the cache key is Python state
+        that would recompile the graph for each layer.
+        """
+        if torch.compiler.is_compiling():
+            return dequantize(*quantize(w.detach(), self.bits, self.method, self.per_channel))
         key = (id(w), w.data_ptr(), w._version, tuple(w.shape), w.dtype, w.device)
         if self._cache is None or self._cache[0] != key:
             codes, levels = quantize(w.detach(), self.bits, self.method, self.per_channel)
