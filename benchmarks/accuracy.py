@@ -50,12 +50,15 @@ FLOAT = "float"
 SECTION = "Accuracy: UNIQ against baselines and peers"
 GOAL_W4_GAP = 0.3  # points of top-1 UNIQ W4A8 may lose against float
 UNIQ_REFERENCE = "uniq"  # the method the goals are checked for
-_COLORS = (  # 13 distinguishable colors: UNIQ blues and greens, baselines warm, peers grey
+FLOAT_THREADS = 2  # intra-op threads of float training (reductions split by thread count)
+ROUNDING_TWIN = "kquantile-ste-gradual"  # UNIQ's schedule and quantizer, rounding for noise
+_COLORS = (  # 14 distinguishable colors: UNIQ blues and greens, baselines warm, peers grey
     "#1f4e9c",
     "#3b8bd9",
     "#1b9e77",
     "#66c2a5",
     "#7b3294",
+    "#c2a5cf",
     "#d95f02",
     "#e7298a",
     "#a6761d",
@@ -65,7 +68,7 @@ _COLORS = (  # 13 distinguishable colors: UNIQ blues and greens, baselines warm,
     "#737373",
     "#bdbdbd",
 )
-_MARKERS = "osD^vP*XhpH<>"
+_MARKERS = "osD^vdP*XhpH<>"
 _STYLES = {"UNIQ": "-", "baseline": "--", "peer": ":"}
 _DODGE = 0.006  # relative sideways spread between methods at the same GBOPs
 ERROR_TICKS = (0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 90)  # top-1 error, %
@@ -169,10 +172,16 @@ def float_model(data: common.Data, seed: int, args: argparse.Namespace) -> tuple
         logger.info("float model %s from the cache: top-1 %.2f%%", name, cached["top1"])
         return model, cached["info"]
 
+    # a fixed thread count: the float model (and every run from it) must not depend on --threads
     settings = common.TrainSettings(steps, args.batch_size, args.float_lr)
     optimizer, lr_schedule = common.make_optimizer(model, settings)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(FLOAT_THREADS)
     start = time.perf_counter()
-    common.train_steps(model, data.train, optimizer, lr_schedule, settings, seed)
+    try:
+        common.train_steps(model, data.train, optimizer, lr_schedule, settings, seed)
+    finally:
+        torch.set_num_threads(threads)
     info = {
         "top1": common.evaluate(model, data.test),
         "steps": steps,
@@ -407,6 +416,25 @@ def goals(payload: dict, summary: dict) -> list[str]:
     return lines
 
 
+def noise_against_rounding(summary: dict) -> list[str]:
+    """Per data set and weight bits (8-bit activations): UNIQ gradual against its rounding twin,
+    the same schedule and quantizer with straight-through rounding in place of the noise."""
+    lines = []
+    for dataset, act_bits, weight_bits, method in sorted(
+        summary, key=lambda k: (DATASETS.index(k[0]), k[2])
+    ):
+        twin = summary.get((dataset, act_bits, weight_bits, ROUNDING_TWIN))
+        if method != UNIQ_REFERENCE or act_bits != 8 or twin is None:
+            continue
+        noise = summary[(dataset, act_bits, weight_bits, method)]
+        lines.append(
+            f"- {dataset} W{weight_bits}A8: noise {noise['mean']:.2f} ± {noise['std']:.2f}, "
+            f"rounding {twin['mean']:.2f} ± {twin['std']:.2f} "
+            f"({noise['mean'] - twin['mean']:+.2f} points for the noise)"
+        )
+    return lines
+
+
 def plot(payload: dict, summary: dict, path: Path) -> None:
     """Accuracy against GBOPs per data set: one line per method through its weight bits.
 
@@ -555,6 +583,15 @@ def report(payload: dict, args: argparse.Namespace) -> str:
         "Goals (UNIQ gradual):",
         *(goals(payload, summary) or ["- no cell of the goals was run"]),
     ]
+    ablation = noise_against_rounding(summary)
+    if ablation:
+        lines += [
+            "",
+            "Noise against rounding: UNIQ gradual against k-quantile STE gradual, the same "
+            "float models, schedule and k-quantile quantizer with each stage's noise replaced by "
+            "straight-through rounding:",
+            *ablation,
+        ]
     missing = missing_parts(payload, args)
     if missing:
         lines += ["", "Parts of the full grid not run here (time on this machine):", *missing]

@@ -80,3 +80,23 @@ def test_accuracy_merge_adds_a_shard_once(tmp_path: Path) -> None:
 
     with pytest.raises(SystemExit, match="rerun the shard"):
         accuracy.merge(main, {**shard, "settings": {"epochs": 2}}, tmp_path / "other.json")
+
+
+def test_rounding_baseline_rounds_where_uniq_adds_noise() -> None:
+    """The gradual straight-through baseline's noise mode is the quantizer with an identity
+    gradient: its forward takes only the 2^b k-quantile levels, its gradient is all ones."""
+    import torch
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from methods.ours import RoundingWeightQuantizer
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    quantizer = RoundingWeightQuantizer(bits=2)
+    quantizer.mode = "noise"
+    w = torch.randn(64, 32, requires_grad=True)
+    out = quantizer(w)
+    out.sum().backward()
+    assert out.unique().numel() == 4
+    assert torch.equal(w.grad, torch.ones_like(w))

@@ -11,6 +11,8 @@ Linear layer quantized. They differ only in how the weights are treated:
 * UNIQ per-channel / empirical: gradual with a per-output-channel fit / the empirical fit.
 * k-quantile STE: every layer in quant mode from the first step, straight-through rounding,
   no noise (the WeightQuantizer's quant mode).
+* k-quantile STE gradual: UNIQ gradual's schedule and quantizer with the noise of the current
+  block replaced by straight-through rounding: it isolates what the noise itself contributes.
 * uniform STE, k-means STE: the same with the weight quantizer's codebook method swapped for
   ``uniform_symmetric`` (DoReFa-style: 2^b evenly spaced levels on [-max|w|, max|w|]) or
   ``kmeans`` (Lloyd's algorithm, refit at every step).
@@ -23,12 +25,14 @@ from __future__ import annotations
 
 from functools import partial
 
+import torch
 from torch import nn
 
 from methods.base import Job, Method, Prepared
 from methods.lsq import LsqWeightQuantizer
 from uniq_quant import GradualSchedule, QuantConfig, WeightQuantizer, calibrate, convert, prepare
 from uniq_quant.bops import count_bops
+from uniq_quant.functional import straight_through as ste
 from uniq_quant.prepare import quantized_layers
 
 FINAL_FRACTION = 0.1  # share of the UNIQ steps with every layer frozen (BatchNorm settles)
@@ -50,6 +54,19 @@ class CodebookWeightQuantizer(WeightQuantizer):
         return self._codebook_method
 
 
+class RoundingWeightQuantizer(WeightQuantizer):
+    """The package's weight quantizer with noise mode replaced by straight-through rounding.
+
+    In training, noise mode returns ``w + sg(Q(w) - w)`` (Q the k-quantile quantizer) instead of
+    the noisy weights; freezing, quant and float modes are the parent's.
+    """
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.mode == "noise" and self.training:
+            return ste(w, self._quantized(w))
+        return super().forward(w)
+
+
 def prepared(model: nn.Module, job: Job, **config: object) -> nn.Module:
     """``model`` prepared at the job's bits; ``config`` adds QuantConfig fields."""
     settings = QuantConfig(weight_bits=job.weight_bits, act_bits=job.act_bits, **config)
@@ -62,10 +79,21 @@ def ours_gbops(model: nn.Module, job: Job) -> float:
 
 
 def uniq(
-    model: nn.Module, job: Job, one_block: bool = False, per_channel: bool = False, fit: str = ""
+    model: nn.Module,
+    job: Job,
+    one_block: bool = False,
+    per_channel: bool = False,
+    fit: str = "",
+    rounding: bool = False,
 ) -> Prepared:
-    """UNIQ fine-tuning under a step-counted GradualSchedule, converted at the end."""
+    """UNIQ fine-tuning under a step-counted GradualSchedule, converted at the end.
+
+    ``rounding`` swaps each layer's noise for straight-through rounding (same schedule).
+    """
     model = prepared(model, job, per_channel=per_channel, fit=fit or "gaussian")
+    if rounding:
+        for _, layer in quantized_layers(model):
+            layer.weight_quantizer = RoundingWeightQuantizer(job.weight_bits)
     layers = len(list(quantized_layers(model)))
     stages = 1 if one_block else layers
 
@@ -119,6 +147,13 @@ OUR_METHODS = (
     Method("uniq-perchannel", "UNIQ per-channel", "UNIQ", False, partial(uniq, per_channel=True)),
     Method("uniq-empirical", "UNIQ empirical fit", "UNIQ", False, partial(uniq, fit="empirical")),
     Method("kquantile-ste", "k-quantile STE", "baseline", False, straight_through),
+    Method(
+        "kquantile-ste-gradual",
+        "k-quantile STE gradual",
+        "baseline",
+        False,
+        partial(uniq, rounding=True),
+    ),
     Method(
         "uniform-ste",
         "uniform STE",
