@@ -51,3 +51,36 @@ def test_compiled_noise_training_steps_and_converts_like_eager(
     uq.convert(noisy_model)
     eager = noisy_model(x)
     assert torch.allclose(torch.compile(noisy_model, backend="aot_eager")(x), eager, atol=1e-2)
+
+
+def test_compiled_noise_draws_are_independent_of_each_other() -> None:
+    """The random draw is one seeded operator in the graph: two calls are never merged."""
+    from uniq_quant.functional.noise import symmetric_uniform
+
+    def difference(like: torch.Tensor) -> torch.Tensor:
+        return symmetric_uniform((4096,), 1.0, like) - symmetric_uniform((4096,), 1.0, like)
+
+    torch._dynamo.reset()
+    gap = torch.compile(difference, backend="aot_eager")(torch.empty(0))
+    assert gap.abs().max() > 0.5
+
+
+def test_compiled_activation_quantizer_matches_eager_values_and_gradient() -> None:
+    """Compiled, the straight-through gradient is written c + sg(q(c) - c); it equals eager's
+    everywhere but on the range's two bounds themselves."""
+    quantizer = uq.ActivationQuantizer(bits=4, mode="quant").train()
+    quantizer(torch.randn(8, 16, 6, 6))
+    quantizer.freeze()
+    x = torch.randn(8, 16, 6, 6) * 2  # no value on the range's bounds, where the two may differ
+
+    def run(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = x.clone().requires_grad_()
+        out = module(inputs)
+        (out * torch.arange(out.numel()).reshape(out.shape)).sum().backward()
+        return out.detach(), inputs.grad
+
+    torch._dynamo.reset()
+    eager, eager_grad = run(quantizer)
+    compiled, compiled_grad = run(torch.compile(quantizer, backend="aot_eager"))
+    assert torch.allclose(compiled, eager, rtol=0, atol=1e-6)
+    assert torch.equal(compiled_grad, eager_grad)

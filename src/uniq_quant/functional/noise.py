@@ -53,8 +53,13 @@ def symmetric_uniform(
     """U(-h, h) on the 2^16 points h * (j + 1/2) / 2^15, j = -2^15..2^15 - 1, one value each.
 
     Each value takes 16 random bits (``random_int16``) where a float draw spends a 64-bit
-    word; on a CPU that makes the draw about three times cheaper.
+    word; on a CPU that makes the draw about three times cheaper. Under ``torch.compile`` the
+    draw is one opaque operator (``uniq_quant::symmetric_uniform``) that the compiled graph
+    calls as it is: inductor's own random numbers cost several times more on a CPU, it cannot
+    view a buffer as a narrower dtype, and arithmetic on int16 inputs is not vectorized.
     """
+    if torch.compiler.is_compiling() and generator is None:
+        return _symmetric_uniform_op(like, list(shape), float(half_width))
     step = half_width / 2**15
     return random_int16(shape, like.device, generator).to(like.dtype).add_(0.5).mul_(step)
 
@@ -64,16 +69,26 @@ def random_int16(
     device: torch.device,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Uniform int16 values (every one of the 2^16 equally likely), four per random 64-bit word.
-
-    Under ``torch.compile``, which cannot view a buffer as a narrower dtype, one draw per value.
-    """
-    if torch.compiler.is_compiling():
-        return torch.randint(-(2**15), 2**15, tuple(shape), dtype=torch.int16, device=device)
+    """Uniform int16 values (every one of the 2^16 equally likely), four per random 64-bit word."""
     count = math.prod(shape)
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(2**63), 2**63 - 1, generator=generator)  # all 64 bits uniform
     return words.view(torch.int16)[:count].reshape(shape)
+
+
+@torch.library.custom_op(
+    "uniq_quant::symmetric_uniform", mutates_args=(), tags=torch.Tag.nondeterministic_seeded
+)
+def _symmetric_uniform_op(like: torch.Tensor, shape: list[int], half_width: float) -> torch.Tensor:
+    """``symmetric_uniform`` as an operator (``like`` gives only the device and dtype). Seeded:
+    a compiled graph neither merges two calls nor recomputes one in the backward pass."""
+    step = half_width / 2**15
+    return random_int16(shape, like.device).to(like.dtype).add_(0.5).mul_(step)
+
+
+@_symmetric_uniform_op.register_fake
+def _(like: torch.Tensor, shape: list[int], half_width: float) -> torch.Tensor:
+    return like.new_empty(shape)
 
 
 def inject_noise(
@@ -116,6 +131,8 @@ def noisy_weights(
     (checking finiteness would synchronize a GPU at every layer of every step).
     """
     if fit == "gaussian":
+        if torch.compiler.is_compiling() and generator is None:
+            return straight_through(w, _gaussian_noisy_op(w.detach(), bits, per_channel))
         return straight_through(w, _gaussian_noisy(w, bits, per_channel, generator))
 
     # the empirical fit: through its piecewise-linear CDF and inverse
@@ -148,3 +165,17 @@ def _gaussian_noisy(
     v = torch.sub(x, mu).div_(scale).erf_()  # (G, N)
     v.add_(symmetric_uniform(v.shape, 1 / k, v, generator)).clamp_(-1 + 1 / k, 1 - 1 / k)
     return v.erfinv_().mul_(scale).add_(mu).to(w.dtype).reshape(w.shape)
+
+
+@torch.library.custom_op(
+    "uniq_quant::gaussian_noisy", mutates_args=(), tags=torch.Tag.nondeterministic_seeded
+)
+def _gaussian_noisy_op(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
+    """``_gaussian_noisy`` as one opaque operator for ``torch.compile``: inductor computes erf
+    and erfinv one element at a time on a CPU, several times slower than eager."""
+    return _gaussian_noisy(w, bits, per_channel, None)
+
+
+@_gaussian_noisy_op.register_fake
+def _(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
+    return torch.empty_like(w)

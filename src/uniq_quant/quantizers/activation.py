@@ -10,8 +10,10 @@ With step s = hi / steps, ``quant`` mode computes q(x) = s * round(clamp(x, lo, 
 gradient is 1 inside (lo, hi) and 0 outside (straight-through inside the range; the boundary
 itself has measure zero, and a ReLU already passes no gradient at 0). ``noise`` mode
 adds U(-s/2, s/2) to clamp(x, lo, hi) instead of rounding in training, as in the paper's first
-version, and rounds in eval. ``float`` passes x unchanged but still tracks the range, so the
-range is calibrated when quantization starts. ``freeze()`` stops the range from moving.
+version, and rounds in eval; the noise takes 2^16 evenly spaced values (``symmetric_uniform``,
+16 random bits per activation, a step of 2^-16 s). ``float`` passes x unchanged but still
+tracks the range, so the range is calibrated when quantization starts. ``freeze()`` stops the
+range from moving.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from uniq_quant._validation import ACT_BITS, check_bits, check_choice
+from uniq_quant.functional.noise import symmetric_uniform
 
 MODES = ("float", "noise", "quant")
 _MAX_SAMPLES = 2**14  # the quantile is taken on an evenly strided subsample of this size
@@ -81,9 +84,11 @@ class ActivationQuantizer(nn.Module):
             )
         lo, hi, step = _grid_bounds(self.range(), x)
         noise = self.mode == "noise" and self.training
-        if torch.is_grad_enabled() and x.requires_grad:
-            return _ClampToGrid.apply(x, lo, hi, step, noise)
-        return _clamp_to_grid(x, lo, hi, step, noise)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return _clamp_to_grid(x, lo, hi, step, noise)
+        if torch.compiler.is_compiling():
+            return _clamp_to_grid_traced(x, lo, hi, step, noise)
+        return _ClampToGrid.apply(x, lo, hi, step, noise)
 
     def range(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(lo, hi, step) of the quantization grid, as 0-dim tensors."""
@@ -132,8 +137,17 @@ def _clamp_to_grid(x, lo, hi, step, noise: bool) -> torch.Tensor:
     if not noise:
         return clamped.div_(step).round_().mul_(step)
     if isinstance(step, float):
-        return clamped.add_(torch.empty_like(clamped).uniform_(-step / 2, step / 2))
-    return clamped.add_((torch.rand_like(clamped) - 0.5) * step)
+        return clamped.add_(symmetric_uniform(clamped.shape, step / 2, clamped))
+    return clamped.add_(symmetric_uniform(clamped.shape, 0.5, clamped).mul_(step))
+
+
+def _clamp_to_grid_traced(x, lo, hi, step, noise: bool) -> torch.Tensor:
+    """``_ClampToGrid`` for ``torch.compile``: c + sg(q(c) - c) with c = clamp(x, lo, hi), whose
+    gradient is clamp's (1 on [lo, hi], the boundary of measure zero aside). Inductor then saves
+    no mask for the backward pass in the layout of the logical shape, which costs a strided
+    write per element when it lays the activations out channels-last."""
+    clamped = torch.clamp(x, lo, hi)
+    return clamped + (_clamp_to_grid(clamped.detach(), lo, hi, step, noise) - clamped).detach()
 
 
 class _ClampToGrid(torch.autograd.Function):
