@@ -91,7 +91,8 @@ def report(payload: dict) -> str:
         "",
         f"Machine: {payload['machine']}; commit {payload['revision']}; "
         f"{payload['threads']} thread(s). Ratio: median over rounds of the per-round ratio to the "
-        "compiled float step; warm-up: the first steps, compilation included.",
+        "compiled float step; warm-up: the first steps, compilation included (shorter when "
+        "inductor's on-disk cache already holds the kernels).",
         "",
         "| model | batch | variant | step ms | ratio to compiled float | warm-up s |",
         "|---|---|---|---|---|---|",
