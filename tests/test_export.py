@@ -85,8 +85,11 @@ def _assert_same_outputs(a: nn.Module, b: nn.Module, shape: tuple[int, ...]) -> 
 
 
 def _resident_bytes(model: nn.Module) -> int:
-    tensors = itertools.chain(model.parameters(), model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
+    """Bytes of the storages behind the parameters and buffers, each storage counted once."""
+    storages = {}
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(storages.values())
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -293,6 +296,24 @@ def test_lazy_loading_keeps_weights_packed(resnet18: tuple[Converted, Path]) -> 
     assert layer.weight is None and isinstance(layer.weight_quantizer, PackedWeightQuantizer)
     with pytest.raises(RuntimeError, match="lazy=False"):
         layer.mode = "float"
+
+
+def test_eager_loading_keeps_one_float_copy_of_each_weight(
+    resnet18: tuple[Converted, Path],
+) -> None:
+    """Eagerly, the frozen quantizer returns ``layer.weight`` itself: 5 bytes per weight (float
+    value and uint8 code), not 9 with a second decoded copy."""
+    converted, path = resnet18
+    eager = load_quantized(path)
+    with torch.no_grad():
+        eager(torch.randn(1, *converted.shape))
+    layers = list(quantized_layers(eager))
+    for _, layer in layers:
+        assert layer.weight_quantizer(layer.weight).data_ptr() == layer.weight.data_ptr()
+    weights = sum(layer.weight.numel() for _, layer in layers)
+    skipped = {f"{name}.{leaf}" for name, _ in layers for leaf in ("weight", CODES)}
+    others = sum(t.nbytes for k, t in eager.state_dict().items() if k not in skipped)
+    assert _resident_bytes(eager) <= 5 * weights + others + 1024
 
 
 # -- integrity ---------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ How a file becomes a model again, without an example input:
      checked against the file before anything is loaded: a file for a different model is a
      ValueError, never a silently wrong model;
   4. the codes, levels, ranges and float tensors are loaded and every layer is frozen as
-     ``convert`` leaves it. Eagerly, ``layer.weight`` holds the dequantized weight; with
-     ``lazy=True`` it is None and the layer keeps its codes packed (``lazy``).
+     ``convert`` leaves it. Eagerly, ``layer.weight`` holds the dequantized weight and is the
+     very tensor the frozen quantizer returns (one float copy, not two); with ``lazy=True`` it
+     is None and the layer keeps its codes packed (``lazy``).
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def load_quantized(
         model: an unprepared float instance of the saved architecture (changed in place); None
             rebuilds it from the stored recipe.
         lazy: keep each quantized weight as packed codes and expand it in every forward
-            (``layer.weight`` is None); inference only, about bits / 40 of the eager memory.
+            (``layer.weight`` is None); inference only, about bits / 40 of the eager memory
+            (eagerly, each weight takes 5 bytes: its float value and its uint8 code).
 
     Returns:
         The converted model; its outputs equal those of the model that was saved, bit for bit.
@@ -378,6 +380,7 @@ def _load_tensors(
         layer.mode = "quant"
         if layer.weight is not None:
             layer.weight.requires_grad_(False)
+            layer.weight_quantizer.decoded = layer.weight.detach()  # = dequantize(codes, levels)
         if layer.input_quantizer is not None:
             layer.input_quantizer.freeze()
 
