@@ -248,3 +248,19 @@ def test_demo_prints_the_result_table(tmp_path: Path, monkeypatch, capsys) -> No
         assert part in table
     summary = _check_contract(out, epochs=2)
     assert summary["dataset"] == "mnist" and summary["size_bytes"] < summary["size_bytes_fp32"]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_compiled_training_runs_every_stage_compiled(tmp_path: Path, monkeypatch) -> None:
+    """--compile trains through torch.compile: the float phase, each of the three noisy stages
+    and the final phase is its own graph, and none falls back to eager even under a
+    recompilation limit set below their number (the run raises it)."""
+    import torch
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--compile", "--out", str(out)]) == 0
+    _check_contract(out, epochs=1 + 3 + 1)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1 + 3 + 1

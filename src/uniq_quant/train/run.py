@@ -164,7 +164,7 @@ def _float_phase(model: nn.Module, ctx: _Context, checkpoint: dict | None) -> No
     )
     if checkpoint is not None:
         _load_training_state(model, optimizer, lr_schedule, checkpoint)
-    trained = _wrap(model, ctx.process, find_unused=False)
+    trained = _compiled(_wrap(model, ctx.process, find_unused=False), s.compile, graphs=1)
     for epoch in range(ctx.state.epoch, s.float_epochs):
         stats = _epoch(trained, ctx, optimizer, lr_schedule, epoch, "float", None)
         top1, top5 = evaluate(model, ctx.val_loader, ctx.process, s.amp, s.max_eval_batches)
@@ -186,7 +186,8 @@ def _uniq_phase(
     if checkpoint is not None:
         _load_training_state(model, optimizer, lr_schedule, checkpoint)
         schedule.load_state_dict(checkpoint["schedule"])
-    trained = _wrap(model, ctx.process, find_unused=True)
+    wrapped = _wrap(model, ctx.process, find_unused=True)
+    trained = _compiled(wrapped, s.compile, graphs=schedule.num_stages + 2)  # + the float one
 
     def after_step() -> bool:
         schedule.step()
@@ -342,6 +343,20 @@ def _wrap(model: nn.Module, process: Process, find_unused: bool) -> nn.Module:
         return model
     ids = [process.device.index] if process.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
+
+
+def _compiled(model: nn.Module, enabled: bool, graphs: int) -> nn.Module:
+    """``torch.compile(model)`` when ``enabled``, allowed ``graphs`` recompilations at least.
+
+    Every stage of a gradual schedule changes the layers' modes and so recompiles the graph;
+    past ``torch._dynamo.config.recompile_limit`` torch would run the model eagerly.
+    """
+    if not enabled:
+        return model
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, graphs)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 4 * graphs)
+    return torch.compile(model)
 
 
 def _load_training_state(model, optimizer, lr_schedule, checkpoint: dict) -> None:

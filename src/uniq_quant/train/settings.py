@@ -74,6 +74,7 @@ class TrainSettings:
     label_smoothing: float = _opt(0.0, "optimization", "label smoothing of the cross-entropy")
     amp: bool = _opt(True, "optimization", "bfloat16 mixed precision on a GPU")
     channels_last: bool = _opt(True, "optimization", "channels-last memory format on a GPU")
+    compile: bool = _opt(False, "optimization", "train through torch.compile (evaluation eager)")
 
     # run
     out: str | None = _opt(None, "run", "run folder (default: runs/MODEL-DATASET-wWaA)")
