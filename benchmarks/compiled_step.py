@@ -9,8 +9,9 @@ noise, float activations), each model wrapped in ``torch.compile`` (inductor, de
 steps compile (their time is reported, not counted); then interleaved rounds and the median of
 per-round ratios to compiled float, as in ``overhead.py``.
 
-The gradual schedule is not timed compiled: each stage changes the layers' modes, and each
-change recompiles the graph (a stage lasts many steps, so a real run pays that once per stage).
+``uniq-gradual`` is ``overhead.py``'s sweep over the stages of a one-block-per-layer schedule,
+compiled: each stage is its own graph (the recompilation limit is raised to their number), so
+its warm-up compiles them all; a real run pays that once per stage.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 logger = logging.getLogger("compiled_step")
 
 SECTION = "Compiled training step"
-VARIANTS = ("float", "uniq", "uniq-w")
+VARIANTS = ("float", "uniq", "uniq-w", "uniq-gradual")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -38,25 +39,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--models", nargs="+", default=["resnet20"], type=overhead.model_spec, help="NAME[@BATCH]"
     )
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--steps", type=int, default=2, help="steps per variant per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (they compile)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--no-report", action="store_true", help="do not write RESULTS.md")
     parser.add_argument("--out", type=Path, default=common.HERE / "results" / "compiled_step.json")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if "float" not in args.variants:
+        parser.error("--variants needs 'float': every ratio is to the compiled float step")
+    return args
 
 
-def compiled_trainers(model_name: str, warmup: int) -> tuple[dict, dict[str, float]]:
+def compiled_trainers(
+    model_name: str, variants: list[str], warmup: int
+) -> tuple[dict, dict[str, float]]:
     """The variants' trainers, compiled and warmed up, and each one's warm-up seconds."""
     trainers = {"float-eager": overhead.build_trainer(model_name, "float")}
     seconds = {}
-    for variant in VARIANTS:
+    for variant in variants:
         trainer = overhead.build_trainer(model_name, variant)
+        if isinstance(trainer, overhead.GradualTrainer):
+            config = torch._dynamo.config
+            config.recompile_limit = max(config.recompile_limit, trainer.schedule.num_stages + 4)
         trainer.model = torch.compile(trainer.model)
         start = time.perf_counter()
-        for _ in range(warmup):
-            trainer.step()
+        for _ in range(1 if isinstance(trainer, overhead.GradualTrainer) else warmup):
+            trainer.step()  # a gradual step is a sweep over every stage
         seconds[variant] = time.perf_counter() - start
         logger.info(
             "%s %s: compiled and warmed up in %.0f s", model_name, variant, seconds[variant]
@@ -67,7 +77,7 @@ def compiled_trainers(model_name: str, warmup: int) -> tuple[dict, dict[str, flo
 
 def measure(model_name: str, args: argparse.Namespace) -> dict:
     """Step medians and ratios to compiled float of every variant of ``model_name``."""
-    trainers, warmup_seconds = compiled_trainers(model_name, args.warmup)
+    trainers, warmup_seconds = compiled_trainers(model_name, args.variants, args.warmup)
     times = overhead.time_steps(trainers, args.rounds, args.steps, warmup=1)
     return {
         "batch": overhead.setup(model_name)[3],
