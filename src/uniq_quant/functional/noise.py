@@ -60,6 +60,10 @@ def symmetric_uniform(
     """
     if torch.compiler.is_compiling() and generator is None:
         return _symmetric_uniform_op(like, list(shape), float(half_width))
+    return _symmetric_grid(shape, half_width, like, generator)
+
+
+def _symmetric_grid(shape, half_width: float, like: torch.Tensor, generator) -> torch.Tensor:
     step = half_width / 2**15
     return random_int16(shape, like.device, generator).to(like.dtype).add_(0.5).mul_(step)
 
@@ -82,8 +86,7 @@ def random_int16(
 def _symmetric_uniform_op(like: torch.Tensor, shape: list[int], half_width: float) -> torch.Tensor:
     """``symmetric_uniform`` as an operator (``like`` gives only the device and dtype). Seeded:
     a compiled graph neither merges two calls nor recomputes one in the backward pass."""
-    step = half_width / 2**15
-    return random_int16(shape, like.device).to(like.dtype).add_(0.5).mul_(step)
+    return _symmetric_grid(shape, half_width, like, None)
 
 
 @_symmetric_uniform_op.register_fake
