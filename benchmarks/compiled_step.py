@@ -82,13 +82,7 @@ def measure(model_name: str, args: argparse.Namespace) -> dict:
     return {
         "batch": overhead.setup(model_name)[3],
         "warmup_seconds": warmup_seconds,
-        "step": {
-            v: {
-                "median_ms": overhead.median_ms([x for r in t for x in r]),
-                "ratio": overhead.round_ratio(t, times["float"]),
-            }
-            for v, t in times.items()
-        },
+        "step": overhead.step_summary(times),
     }
 
 

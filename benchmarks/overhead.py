@@ -213,6 +213,18 @@ def time_steps(
     return times
 
 
+def step_summary(times: dict[str, list[list[float]]]) -> dict[str, dict[str, float | str]]:
+    """Per variant: median and spread of its step times, and its round ratio to ``float``."""
+    return {
+        v: {
+            "median_ms": median_ms([x for r in t for x in r]),
+            "iqr_ms": spread_ms([x for r in t for x in r]),
+            "ratio": round_ratio(t, times["float"]),
+        }
+        for v, t in times.items()
+    }
+
+
 def round_ratio(times: list[list[float]], base: list[list[float]]) -> float:
     """Median over rounds of (median step in the round / base's median step in the round).
 
@@ -367,14 +379,7 @@ def measure_model(model_name: str, args: argparse.Namespace, payload: dict) -> N
     trainers = {v: build_trainer(model_name, v) for v in variants}
     times = time_steps(trainers, args.rounds, args.steps, args.warmup)
     result["step_seconds"] = times
-    result["step"] = {
-        v: {
-            "median_ms": median_ms([x for r in t for x in r]),
-            "iqr_ms": spread_ms([x for r in t for x in r]),
-            "ratio": round_ratio(t, times["float"]),
-        }
-        for v, t in times.items()
-    }
+    result["step"] = step_summary(times)
     logger.info(
         "%s steps: %s", model_name, {v: round(s["ratio"], 3) for v, s in result["step"].items()}
     )
