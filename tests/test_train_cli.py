@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -251,6 +252,10 @@ def test_demo_prints_the_result_table(tmp_path: Path, monkeypatch, capsys) -> No
 
 
 @pytest.mark.filterwarnings("ignore")
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None,
+    reason="torch.compile's CPU backend needs a C++ compiler",
+)
 def test_compiled_training_runs_every_stage_compiled(tmp_path: Path, monkeypatch) -> None:
     """--compile trains through torch.compile: the float phase, each of the three noisy stages
     and the final phase is its own graph, and none falls back to eager even under a
