@@ -13,6 +13,7 @@ import os
 import platform
 import shlex
 import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,24 @@ def command_line(script: str, argv: Sequence[str]) -> str:
 
 def today() -> str:
     return datetime.date.today().isoformat()
+
+
+def provenance(script: str, argv: Sequence[str], threads: int) -> dict[str, object]:
+    """What every results file records: the exact command, date, machine, commit and threads."""
+    return {
+        "command": command_line(script, argv),
+        "date": today(),
+        "machine": machine(),
+        "revision": revision(),
+        "threads": threads,
+    }
+
+
+def publish(title_prefix: str, text: str, write: bool) -> None:
+    """Print a benchmark's section; with ``write``, also replace it in RESULTS.md."""
+    sys.stdout.write(text)
+    if write:
+        write_section(title_prefix, text)
 
 
 def write_section(title_prefix: str, body: str, path: Path = RESULTS_MD) -> None:

@@ -118,21 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("uniq_quant").setLevel(logging.WARNING)
 
-    payload = {
-        "command": common.command_line("compiled_step.py", argv),
-        "date": common.today(),
-        "machine": common.machine(),
-        "revision": common.revision(),
-        "threads": args.threads,
-        "models": {},
-    }
+    payload = {**common.provenance("compiled_step.py", argv, args.threads), "models": {}}
     for model_name in args.models:
         payload["models"][model_name] = measure(model_name, args)
         common.save_json(args.out, payload)
-    text = report(payload)
-    sys.stdout.write(text)
-    if not args.no_report:
-        common.write_section(SECTION, text)
+    common.publish(SECTION, report(payload), write=not args.no_report)
     return 0
 
 

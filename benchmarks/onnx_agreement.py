@@ -211,10 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             for act_bits in (None, ACT_BITS):
                 rows[name, _variant(act_bits)] = measure(name, act_bits, args.batch, Path(tmp))
-    text = section(table(rows), argv, args.batch)
-    sys.stdout.write(text)
-    if not args.no_report:
-        common.write_section(SECTION, text)
+    common.publish(SECTION, section(table(rows), argv, args.batch), write=not args.no_report)
     return 0
 
 

@@ -507,11 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("uniq_quant").setLevel(logging.WARNING)
 
     payload = {
-        "command": common.command_line("overhead.py", argv),
-        "date": common.today(),
-        "machine": common.machine(),
-        "revision": common.revision(),
-        "threads": args.threads,
+        **common.provenance("overhead.py", argv, args.threads),
         "goal": args.goal,
         "not_run": {},
         "models": {},
@@ -524,10 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     for model_name in args.models:
         measure_model(model_name, args, payload)
         common.save_json(args.out, payload)
-    text = report(payload)
-    sys.stdout.write(text)
-    if not args.no_report:
-        common.write_section(SECTION, text)
+    common.publish(SECTION, report(payload), write=not args.no_report)
     return 0
 
 
