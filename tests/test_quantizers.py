@@ -5,7 +5,7 @@ import torch
 
 from uniq_quant.functional import dequantize, quantize
 from uniq_quant.quantizers import ActivationQuantizer, WeightQuantizer
-from uniq_quant.quantizers.activation import _ClampToGrid
+from uniq_quant.quantizers.activation import _ClampToGrid, _hardtanh_to_grid
 
 
 def test_weight_quantizer_float_mode_is_identity() -> None:
@@ -150,6 +150,30 @@ def test_activation_gradient_is_straight_through_inside_and_zero_outside() -> No
     assert (x.grad[inside] == 1).all() and (x.grad[outside] == 0).all()
 
 
+def test_activation_bounds_follow_every_change_of_the_range() -> None:
+    """The cached CPU bounds are redone after an in-place update, a load or a new buffer."""
+    quantizer = ActivationQuantizer(8, mode="quant")
+    quantizer(torch.rand(1000))
+    quantizer.freeze()
+    quantizer.eval()
+    x = torch.linspace(0, 4, 4001)
+
+    def top() -> float:
+        return quantizer(x).max().item()
+
+    assert top() == pytest.approx(quantizer.clip.item())
+    quantizer.clip.fill_(2.0)
+    assert top() == 2.0
+    quantizer.load_state_dict({**quantizer.state_dict(), "clip": torch.tensor(3.0)})
+    assert top() == 3.0
+    quantizer.clip = torch.tensor(0.5)
+    assert top() == 0.5
+    quantizer.signed.fill_(True)
+    assert quantizer(-x).min().item() == -0.5
+    quantizer.bits = 2
+    assert quantizer(x).unique().tolist() == [0.0, 0.5]
+
+
 def test_activation_noise_mode_adds_up_to_half_a_step() -> None:
     """Noise mode perturbs each clipped value by at most step/2, and is fresh each call."""
     quantizer = ActivationQuantizer(4, mode="noise")
@@ -197,14 +221,16 @@ def test_activation_settings_are_validated() -> None:
 
 @pytest.mark.parametrize("noise", [False, True])
 def test_activation_number_and_tensor_bounds_give_the_same_values_and_gradient(noise) -> None:
-    """CPU inputs use number bounds, other devices 0-dim tensors: the two paths agree."""
+    """CPU inputs use number bounds (autograd's hardtanh), other devices 0-dim tensors (a
+    custom function): the two paths agree."""
     lo, hi, step = -2.0, 2.0, 2.0 / 127
     x = torch.cat([torch.randn(2000) * 3, torch.tensor([lo, hi, 0.0])]).requires_grad_()
     bounds = {"numbers": (lo, hi, step), "tensors": tuple(map(torch.tensor, (lo, hi, step)))}
     results = {}
     for name, (a, b, s) in bounds.items():
         torch.manual_seed(0)
-        out = _ClampToGrid.apply(x, a, b, s, noise)
+        path = _hardtanh_to_grid if name == "numbers" else _ClampToGrid.apply
+        out = path(x, a, b, s, noise)
         (grad,) = torch.autograd.grad(out.sum(), x)
         results[name] = out.detach(), grad
 

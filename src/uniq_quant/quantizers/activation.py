@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from uniq_quant._validation import ACT_BITS, check_bits, check_choice
@@ -57,6 +58,7 @@ class ActivationQuantizer(nn.Module):
         self.register_buffer("clip", torch.tensor(0.0))
         self.register_buffer("signed", torch.tensor(False))
         self.register_buffer("calibrated", torch.tensor(False))
+        self._number_bounds: tuple | None = None  # (key, (lo, hi, step), keyed buffers)
 
     @property
     def mode(self) -> str:
@@ -82,12 +84,14 @@ class ActivationQuantizer(nn.Module):
                 "the activation quantizer has no range yet: run training forward passes (or "
                 "calibrate with model.train() on a few batches) before evaluating in quant mode"
             )
-        lo, hi, step = _grid_bounds(self.range(), x)
+        lo, hi, step = self._grid_bounds(x)
         noise = self.mode == "noise" and self.training
         if not (torch.is_grad_enabled() and x.requires_grad):
             return _clamp_to_grid(x, lo, hi, step, noise)
         if torch.compiler.is_compiling():
             return _clamp_to_grid_traced(x, lo, hi, step, noise)
+        if isinstance(lo, float):
+            return _hardtanh_to_grid(x, lo, hi, step, noise)
         return _ClampToGrid.apply(x, lo, hi, step, noise)
 
     def range(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -100,6 +104,27 @@ class ActivationQuantizer(nn.Module):
     def extra_repr(self) -> str:
         frozen = ", frozen" if self.frozen else ""
         return f"bits={self.bits}, mode={self.mode}, percentile={self.percentile}{frozen}"
+
+    def _grid_bounds(self, x: torch.Tensor) -> tuple:
+        """``range()`` as Python floats for a CPU input, else as 0-dim tensors of ``x``'s dtype.
+
+        A CPU clamp with number bounds is several times faster than with tensor bounds, and
+        reading a CPU number is free; the numbers are kept until the range buffers change (their
+        in-place version counters, or another tensor in their place), so a frozen or evaluated
+        quantizer reads them once. On an accelerator the tensors stay put, so nothing
+        synchronizes; under ``torch.compile`` they stay tensors too: reading a number would
+        break the graph.
+        """
+        if x.device.type != "cpu" or torch.compiler.is_compiling():
+            return tuple(t.to(x.dtype) for t in self.range())
+        buffers = (self.clip, self.signed)
+        if any(t.is_inference() for t in buffers):  # no version counter to key on
+            return tuple(t.item() for t in self.range())
+        key = (self.bits, *((id(t), t._version) for t in buffers))
+        if self._number_bounds is None or self._number_bounds[0] != key:
+            # the buffers are kept with the numbers so that their ids cannot be reused
+            self._number_bounds = (key, tuple(t.item() for t in self.range()), buffers)
+        return self._number_bounds[1]
 
     @torch.no_grad()
     def _observe(self, x: torch.Tensor) -> None:
@@ -118,27 +143,33 @@ class ActivationQuantizer(nn.Module):
             super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def _grid_bounds(grid: tuple[torch.Tensor, ...], x: torch.Tensor) -> tuple:
-    """(lo, hi, step) as Python floats for a CPU input, else as 0-dim tensors of ``x``'s dtype.
-
-    A CPU clamp with number bounds is several times faster than with tensor bounds, and reading
-    a CPU number is free; on an accelerator the tensors stay put, so nothing synchronizes. Under
-    ``torch.compile`` the bounds stay tensors too: reading a number would break the graph.
-    """
-    if x.device.type == "cpu" and not torch.compiler.is_compiling():
-        return tuple(t.item() for t in grid)
-    return tuple(t.to(x.dtype) for t in grid)
-
-
 def _clamp_to_grid(x, lo, hi, step, noise: bool) -> torch.Tensor:
     """step * round(clamp(x, lo, hi) / step); with ``noise``, clamp(x, lo, hi) + U(-step/2,
     step/2) instead. The bounds are numbers or 0-dim tensors (``_grid_bounds``)."""
-    clamped = torch.clamp(x, lo, hi)
+    return _onto_grid_(torch.clamp(x, lo, hi), step, noise)
+
+
+def _onto_grid_(clamped: torch.Tensor, step, noise: bool) -> torch.Tensor:
+    """Round ``clamped`` (already within [lo, hi]) to the grid of ``step`` in place; with
+    ``noise``, add U(-step/2, step/2) instead."""
     if not noise:
         return clamped.div_(step).round_().mul_(step)
     if isinstance(step, float):
         return clamped.add_(symmetric_uniform(clamped.shape, step / 2, clamped))
     return clamped.add_(symmetric_uniform(clamped.shape, 0.5, clamped).mul_(step))
+
+
+def _hardtanh_to_grid(x, lo: float, hi: float, step: float, noise: bool) -> torch.Tensor:
+    """``_ClampToGrid`` for number bounds, with autograd's own hardtanh node: its backward is
+    the same fused ``hardtanh_backward`` mask, without a Python backward call per layer.
+
+    hardtanh saves its input, not its output, so the output may be moved onto the grid in place
+    outside autograd: the forward value is the grid's, the gradient is hardtanh's.
+    """
+    out = F.hardtanh(x, lo, hi)
+    with torch.no_grad():
+        _onto_grid_(out, step, noise)
+    return out
 
 
 def _clamp_to_grid_traced(x, lo, hi, step, noise: bool) -> torch.Tensor:
@@ -151,24 +182,16 @@ def _clamp_to_grid_traced(x, lo, hi, step, noise: bool) -> torch.Tensor:
 
 
 class _ClampToGrid(torch.autograd.Function):
-    """``_clamp_to_grid`` with the gradient 1 inside (lo, hi) and 0 outside.
-
-    Saves the input itself (often already kept alive by the ReLU before it) and rebuilds the
-    mask in backward: with number bounds that is one fused ``hardtanh_backward`` pass.
-    """
+    """``_clamp_to_grid`` for 0-dim tensor bounds, with the gradient 1 inside (lo, hi) and 0
+    outside. Saves the input itself (often already kept alive by the ReLU before it) and
+    rebuilds the mask in backward."""
 
     @staticmethod
     def forward(ctx, x, lo, hi, step, noise):
-        ctx.save_for_backward(x, *(t for t in (lo, hi) if isinstance(t, torch.Tensor)))
-        ctx.bounds = (lo, hi) if isinstance(lo, float) else None
+        ctx.save_for_backward(x, lo, hi)
         return _clamp_to_grid(x, lo, hi, step, noise)
 
     @staticmethod
     def backward(ctx, grad):
-        x, *tensor_bounds = ctx.saved_tensors
-        if ctx.bounds is not None:
-            grad_x = torch.ops.aten.hardtanh_backward(grad, x, *ctx.bounds)
-        else:
-            lo, hi = tensor_bounds
-            grad_x = torch.where((x > lo) & (x < hi), grad, 0.0)
-        return grad_x, None, None, None, None
+        x, lo, hi = ctx.saved_tensors
+        return torch.where((x > lo) & (x < hi), grad, 0.0), None, None, None, None
