@@ -31,6 +31,10 @@ included.
 Inference latency (eval, no gradient) at batch 1 and at the training batch: the float model,
 the converted UNIQ model (W4A8), and the model loaded from its exported file
 (``load_quantized``, eagerly and with ``lazy=True``), interleaved, medians, ratios to float.
+Where onnxruntime imports, also the two ONNX files a deployment would run: the float model
+exported by torch (``onnx-float``) and the UNIQ model written by ``export_onnx``
+(``onnx-uniq``: codes and levels, weights rebuilt by Gather), each in an onnxruntime CPU
+session with ``--threads`` intra-op threads.
 
 If a UNIQ step costs more than ``--goal`` times a float step, the UNIQ noise step is profiled
 with torch.profiler and the top operators are written to benchmarks/results/.
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import logging
 import statistics
@@ -47,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +73,8 @@ from uniq_quant import (
     load_quantized,
     prepare,
 )
-from uniq_quant.export import save_quantized
+from uniq_quant.export import export_onnx, save_quantized
+from uniq_quant.export import onnx as onnx_export
 from uniq_quant.models import build_model, model_recipe
 
 logger = logging.getLogger("overhead")
@@ -78,6 +85,7 @@ MODELS = {  # name -> (num_classes, input shape, training batch)
     "tv:resnet18": (1000, (3, 224, 224), 8),
 }
 VARIANTS = ("float", "uniq", "uniq-w", "uniq-gradual", "brevitas", "torchao", "diffq")
+INFERENCE_ROWS = ("float", "converted", "loaded", "loaded-lazy", "onnx-float", "onnx-uniq")
 PEERS = {"brevitas": "brevitas", "torchao": "torchao", "diffq": "diffq"}  # variant -> method
 WEIGHT_BITS, ACT_BITS = 4, 8
 NOISE_FOREVER = 10**9  # schedule length that keeps the one-block schedule in its noise stage
@@ -283,8 +291,11 @@ def measure_memory(model_name: str, variant: str, steps: int, threads: int) -> d
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def inference_models(model_name: str, folder: Path) -> dict[str, nn.Module]:
-    """Float, converted UNIQ W4A8, and that model loaded from its file (eager and lazy)."""
+def inference_models(
+    model_name: str, folder: Path, threads: int
+) -> dict[str, Callable[[torch.Tensor], object]]:
+    """Float, converted UNIQ W4A8, that model loaded from its file (eager and lazy), and, where
+    onnxruntime imports, the float and the UNIQ ONNX files in onnxruntime."""
     name, classes, shape, size = setup(model_name)
     images, _ = batch(model_name, size, seed=1)
     base = float_model(model_name).eval()
@@ -295,17 +306,63 @@ def inference_models(model_name: str, folder: Path) -> dict[str, nn.Module]:
     path = folder / "model.safetensors"
     recipe = model_recipe(name, classes, shape[0], shape[1])
     save_quantized(converted, path, recipe=recipe, config=config, input_shape=shape)
-    return {
+    models = {
         "float": base,
         "converted": converted,
         "loaded": load_quantized(path),
         "loaded-lazy": load_quantized(path, lazy=True),
     }
+    if importlib.util.find_spec("onnxruntime") is not None:
+        float_path = export_float_onnx(base, folder / "float.onnx", images[:1])
+        uniq_path = export_onnx(converted, folder / "uniq.onnx", images[:1])
+        models["onnx-float"] = OnnxRuntimeModel(float_path, threads)
+        models["onnx-uniq"] = OnnxRuntimeModel(uniq_path, threads)
+    return models
+
+
+def export_float_onnx(model: nn.Module, path: Path, example: torch.Tensor) -> Path:
+    """The float model as ONNX, with the exporter and settings of ``export_onnx``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # all about the legacy exporter
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=onnx_export.OPSET_VERSION,
+            input_names=[onnx_export.INPUT_NAME],
+            output_names=[onnx_export.OUTPUT_NAME],
+            dynamic_axes={
+                onnx_export.INPUT_NAME: {0: "batch"},
+                onnx_export.OUTPUT_NAME: {0: "batch"},
+            },
+        )
+    return path
+
+
+class OnnxRuntimeModel:
+    """An onnxruntime CPU session called like a module: images in, logits out."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, images: torch.Tensor) -> object:
+        return self.session.run(None, {onnx_export.INPUT_NAME: images.numpy()})[0]
 
 
 @torch.no_grad()
 def time_inference(
-    models: dict[str, nn.Module], images: torch.Tensor, rounds: int, steps: int
+    models: dict[str, Callable[[torch.Tensor], object]],
+    images: torch.Tensor,
+    rounds: int,
+    steps: int,
 ) -> dict[str, list[float]]:
     """Per-forward seconds of every model on ``images``, interleaved like ``time_steps``."""
     names = list(models)
@@ -406,9 +463,9 @@ def measure_model(model_name: str, args: argparse.Namespace, payload: dict) -> N
             v: measure_memory(model_name, v, args.memory_steps, args.threads) for v in variants
         }
 
-    # 4. inference latency: float, converted, loaded (eager, lazy)
+    # 4. inference latency: float, converted, loaded (eager, lazy), ONNX in onnxruntime
     with tempfile.TemporaryDirectory() as tmp:
-        models = inference_models(model_name, Path(tmp))
+        models = inference_models(model_name, Path(tmp), args.threads)
         result["inference"] = {}
         for infer_size in sorted({1, size}):
             images, _ = batch(model_name, infer_size, seed=2)
@@ -437,7 +494,11 @@ def report(payload: dict) -> str:
         "later ones float), peers at W4A8 (DiffQ about 4 bits, float activations). Step = "
         "forward, cross-entropy, backward, AdamW step on a fixed random batch. Memory = peak RSS "
         "of a fresh process per variant over its training steps (VmHWM, reset after set-up), "
-        "and its growth over the resident set before the first step.",
+        "and its growth over the resident set before the first step. Inference: `converted` = "
+        "the UNIQ model after `convert`, `loaded` / `loaded-lazy` = its packed file read by "
+        "`load_quantized` (lazy: weights decoded at every call), `onnx-float` / `onnx-uniq` = "
+        "the float model's ONNX export and the UNIQ `export_onnx` file in onnxruntime (CPU, "
+        f"{payload['threads']} intra-op thread(s)); every ratio is to the torch float model.",
         "",
     ]
     for model_name, r in payload["models"].items():
@@ -471,7 +532,9 @@ def report(payload: dict) -> str:
             + " |",
             "|---|" + "---:|---:|" * len(r["inference"]),
         ]
-        for name in ("float", "converted", "loaded", "loaded-lazy"):
+        for name in INFERENCE_ROWS:
+            if name not in next(iter(r["inference"].values())):
+                continue
             cells = []
             for b in r["inference"]:
                 s = r["inference"][b][name]

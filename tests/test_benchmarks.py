@@ -36,7 +36,9 @@ def test_overhead_times_float_uniq_and_the_gradual_schedule(tmp_path: Path) -> N
     assert set(step) == {"float", "uniq", "uniq-gradual"}
     assert step["float"]["ratio"] == 1.0
     assert all(s["ratio"] > 0 for s in step.values())
-    assert "| uniq-gradual |" in text and "| converted |" in text
+    assert "| uniq-gradual |" in text and "| converted |" in text and "| onnx-uniq |" in text
+    inference = json.loads(out.read_text())["models"]["resnet20"]["inference"]
+    assert {"onnx-float", "onnx-uniq"} <= set(inference["1"])
 
 
 @pytest.mark.filterwarnings("ignore")
