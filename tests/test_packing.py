@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uniq_quant.export.packing import pack_codes, packed_size, unpack_codes
+from uniq_quant.export.packing import pack_codes, packed_size, unpack_codes, unpack_levels
+from uniq_quant.functional import dequantize
 
 ALL_BITS = range(1, 9)
 ODD_LENGTHS = (0, 1, 3, 7, 8, 9, 15, 17, 1001)
@@ -85,6 +86,35 @@ def test_rejects_bad_input() -> None:
         unpack_codes(packed, 3, 11)  # 10 codes took 4 bytes
     with pytest.raises(ValueError, match="does not hold 10 codes"):
         unpack_codes(packed, 3, 10, (3, 3))
+
+
+@pytest.mark.parametrize("bits", ALL_BITS)
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("shape", [(64, 16, 3, 3), (16, 3, 3, 3), (7, 5), (9,)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_unpack_levels_equals_dequantized_codes(bits, per_channel, shape, dtype) -> None:
+    """The per-byte look-up gives levels[codes] bit for bit at every width, per tensor and per
+    channel, also where codes cross bytes or channels share a byte (3x3x3 kernels, odd sizes)."""
+    k = 2**bits
+    codes = torch.randint(0, k, shape, dtype=torch.uint8)
+    levels = torch.randn((shape[0], k) if per_channel else (k,), dtype=dtype)
+    weights = unpack_levels(pack_codes(codes, bits), levels, bits, shape)
+    assert weights.dtype == dtype and weights.shape == shape
+    assert torch.equal(weights, dequantize(codes, levels))
+
+
+def test_unpack_levels_works_in_inference_mode_and_passes_gradients_to_levels() -> None:
+    """Called first under inference mode, the kept byte table still serves autograd later; a
+    gradient reaches levels that require one, as through dequantize."""
+    codes = torch.randint(0, 16, (8, 9), dtype=torch.uint8)
+    packed, levels = pack_codes(codes, 4), torch.randn(16)
+    with torch.inference_mode():
+        assert torch.equal(unpack_levels(packed, levels, 4, codes.shape), dequantize(codes, levels))
+    ours, reference = levels.clone().requires_grad_(), levels.clone().requires_grad_()
+    upstream = torch.randn(codes.shape)
+    (unpack_levels(packed, ours, 4, codes.shape) * upstream).sum().backward()
+    (dequantize(codes, reference) * upstream).sum().backward()
+    torch.testing.assert_close(ours.grad, reference.grad)  # sums in another order
 
 
 def test_resnet18_sized_tensor_packs_in_well_under_a_second() -> None:

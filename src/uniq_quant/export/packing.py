@@ -8,18 +8,23 @@ codes' little-endian bit expansion, so any language can read the bytes without t
 
 Both directions are vectorized tensor operations (no Python loop over elements): the codes are
 expanded into a (n, bits) matrix of 0/1 bytes, regrouped by eights and summed with the weights
-1, 2, 4, ..., 128. The intermediate bit matrix takes n * bits bytes.
+1, 2, 4, ..., 128. The intermediate bit matrix takes n * bits bytes. ``unpack_levels`` goes from
+the bytes straight to the weights a codebook gives them, one look-up per byte where bytes hold
+whole codes (1, 2, 4 and 8 bits).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from uniq_quant._validation import check_bits
+from uniq_quant.functional.codebook import decode
 
 _BYTE = 8  # bits per byte
+_WORDS = {4: torch.int32, 8: torch.int64, 16: torch.complex128}  # one element of so many bytes
 
 
 def packed_size(numel: int, bits: int) -> int:
@@ -101,6 +106,61 @@ def unpack_codes(
     # 2. weigh each bit by its place value within its code
     place = torch.ones((), dtype=torch.uint8, device=packed.device) << _shifts(bits, packed.device)
     return (stream * place).sum(dim=1, dtype=torch.uint8).reshape(shape)
+
+
+def unpack_levels(
+    packed: torch.Tensor, levels: torch.Tensor, bits: int, shape: torch.Size | tuple[int, ...]
+) -> torch.Tensor:
+    """``levels`` looked up by the codes in ``packed``: ``dequantize(unpack_codes(...), levels)``.
+
+    When ``bits`` divides 8 each byte holds m = 8 / bits whole codes, so the m weights a byte
+    decodes to depend on that byte alone: a table T of shape (G, 256, m), T[g, v] = the levels
+    of row g that byte value v's codes select, turns the bytes into weights with one look-up per
+    byte and no code tensor (G = 1 per tensor, C_out per channel, where each channel's codes
+    must fill whole bytes). Other widths, and channels that share a byte, unpack the codes
+    first. The result is bit-identical either way: it is the levels themselves.
+
+    Args:
+        packed: flat uint8 tensor written by ``pack_codes``.
+        levels: (k,) per tensor or (C_out, k) per output channel, k = 2^bits.
+        bits: bits per code, 1..8.
+        shape: shape of the weight; dim 0 indexes the channels of per-channel levels.
+
+    Returns:
+        Tensor shaped ``shape`` in ``levels``' dtype, on ``packed``'s device.
+    """
+    shape = tuple(shape)
+    numel = math.prod(shape)
+    rows = levels.reshape(1, -1) if levels.dim() == 1 else levels
+    per_row_bits = numel // rows.shape[0] * bits
+    whole_bytes = _BYTE % bits == 0 and (rows.shape[0] == 1 or per_row_bits % _BYTE == 0)
+    if not whole_bytes or packed.numel() != packed_size(numel, bits):
+        return decode(unpack_codes(packed, bits, numel, shape), levels)
+
+    # 1. the table of the levels each byte value decodes to, (G * 256, m)
+    per_byte = _BYTE // bits
+    table = rows[:, _byte_codes(bits, packed.device)].reshape(-1, per_byte)
+
+    # 2. one look-up per byte: row g's bytes index its own 256 table rows
+    index = packed.int()
+    if rows.shape[0] > 1:
+        offsets = torch.arange(rows.shape[0], dtype=torch.int32, device=packed.device) * 256
+        index = (index.reshape(rows.shape[0], -1) + offsets.unsqueeze(1)).reshape(-1)
+    words = _WORDS.get(table.shape[1] * table.element_size())
+    if words is None or (table.requires_grad and torch.is_grad_enabled()):  # differentiable
+        weights = table.index_select(0, index)
+    else:  # each table row read as one wider element: a 1-D look-up, several times faster
+        weights = table.view(words).reshape(-1).index_select(0, index).view(table.dtype)
+    return weights.reshape(-1)[:numel].reshape(shape)
+
+
+@functools.lru_cache(maxsize=32)
+def _byte_codes(bits: int, device: torch.device) -> torch.Tensor:
+    """(256, 8 / bits) int64: the codes byte value v holds, in stream order, for each v. Made
+    outside inference mode, so that the kept tensor also serves computations autograd tracks."""
+    with torch.inference_mode(False):
+        values = torch.arange(256, dtype=torch.uint8, device=device)
+        return unpack_codes(values, bits, 256 * (_BYTE // bits)).reshape(256, -1).long()
 
 
 def _shifts(count: int, device: torch.device) -> torch.Tensor:
