@@ -117,6 +117,18 @@ def test_unpack_levels_works_in_inference_mode_and_passes_gradients_to_levels() 
     torch.testing.assert_close(ours.grad, reference.grad)  # sums in another order
 
 
+def test_unpack_levels_rejects_bad_input_like_unpack_codes_and_dequantize() -> None:
+    """Codes that are not packed bytes, a wrong byte count, or levels for other channels."""
+    codes = torch.randint(0, 16, (8, 9), dtype=torch.uint8)
+    packed = pack_codes(codes, 4)
+    with pytest.raises(TypeError, match="uint8"):
+        unpack_levels(packed.long(), torch.randn(16), 4, codes.shape)
+    with pytest.raises(ValueError, match="take 36 bytes"):
+        unpack_levels(packed[:-1], torch.randn(16), 4, codes.shape)
+    with pytest.raises(ValueError, match="C_out"):
+        unpack_levels(packed, torch.randn(3, 16), 4, codes.shape)
+
+
 def test_resnet18_sized_tensor_packs_in_well_under_a_second() -> None:
     """11.7M codes (all of ResNet-18's weights) pack and unpack at 3 bits in < 1 s each.
 

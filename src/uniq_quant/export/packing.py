@@ -21,7 +21,7 @@ import math
 import torch
 
 from uniq_quant._validation import check_bits
-from uniq_quant.functional.codebook import decode
+from uniq_quant.functional.quantize import dequantize
 
 _BYTE = 8  # bits per byte
 _WORDS = {4: torch.int32, 8: torch.int64, 16: torch.complex128}  # one element of so many bytes
@@ -128,14 +128,22 @@ def unpack_levels(
 
     Returns:
         Tensor shaped ``shape`` in ``levels``' dtype, on ``packed``'s device.
+
+    Raises:
+        TypeError, ValueError: as ``unpack_codes`` and ``dequantize`` for bad input.
     """
+    bits = check_bits(bits, what="code bits")
+    _check_uint8(packed, "packed codes")
     shape = tuple(shape)
     numel = math.prod(shape)
     rows = levels.reshape(1, -1) if levels.dim() == 1 else levels
-    per_row_bits = numel // rows.shape[0] * bits
-    whole_bytes = _BYTE % bits == 0 and (rows.shape[0] == 1 or per_row_bits % _BYTE == 0)
-    if not whole_bytes or packed.numel() != packed_size(numel, bits):
-        return decode(unpack_codes(packed, bits, numel, shape), levels)
+    fits = levels.dim() == 1 or (levels.dim() == 2 and len(shape) and levels.shape[0] == shape[0])
+    whole_bytes = _BYTE % bits == 0 and (
+        rows.shape[0] == 1 or (numel // rows.shape[0] * bits) % _BYTE == 0
+    )
+    usable = fits and whole_bytes and rows.shape[1] == 2**bits
+    if not usable or packed.dim() != 1 or packed.numel() != packed_size(numel, bits):
+        return dequantize(unpack_codes(packed, bits, numel, shape), levels)  # or its errors
 
     # 1. the table of the levels each byte value decodes to, (G * 256, m)
     per_byte = _BYTE // bits
