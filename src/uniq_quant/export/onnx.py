@@ -23,7 +23,7 @@ such steps spread through later layers: the logits of an untrained ResNet-18 (W4
 up to about 5e-3 of 0.27. Without activation quantization the two agree to 1e-6. Both are the
 float rounding of the runtimes, not a difference of the graph. onnxruntime folds the look-ups
 into float weights once when it loads the file, so the weights cost nothing at inference; the
-four nodes per quantized input make a W4A8 file take 1.04-1.23x the float model's time in
+four nodes per quantized input make a W4A8 file take 1.04-1.22x the float model's time in
 onnxruntime (benchmarks/overhead.py).
 """
 
