@@ -84,3 +84,19 @@ def test_compiled_activation_quantizer_matches_eager_values_and_gradient() -> No
     compiled, compiled_grad = run(torch.compile(quantizer, backend="aot_eager"))
     assert torch.allclose(compiled, eager, rtol=0, atol=1e-6)
     assert torch.equal(compiled_grad, eager_grad)
+
+
+def test_lazily_loaded_model_traces_to_one_graph_and_matches_eager(tmp_path) -> None:
+    """The per-byte look-up of a lazy layer (a bit view of its level table) traces without a
+    graph break, and the compiled model computes the eager one's outputs exactly."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 28, 28)
+    model = uq.prepare(build_model("small_cnn", 10, 1), uq.QuantConfig(4, act_bits=8), x)
+    model.train()(x)
+    path = tmp_path / "model.safetensors"
+    uq.save_quantized(uq.convert(model), path, input_shape=(1, 28, 28))
+    lazy = uq.load_quantized(path, build_model("small_cnn", 10, 1), lazy=True)
+    assert _graph_breaks(lazy, x) == []
+    torch._dynamo.reset()
+    with torch.no_grad():
+        assert torch.equal(torch.compile(lazy, backend="aot_eager")(x), lazy(x))
