@@ -125,8 +125,9 @@ def test_unpack_levels_rejects_bad_input_like_unpack_codes_and_dequantize() -> N
         unpack_levels(packed.long(), torch.randn(16), 4, codes.shape)
     with pytest.raises(ValueError, match="take 36 bytes"):
         unpack_levels(packed[:-1], torch.randn(16), 4, codes.shape)
-    with pytest.raises(ValueError, match="C_out"):
-        unpack_levels(packed, torch.randn(3, 16), 4, codes.shape)
+    for levels in (torch.randn(3, 16), torch.randn(1, 16), torch.tensor(1.0)):
+        with pytest.raises(ValueError, match="C_out"):
+            unpack_levels(packed, levels, 4, codes.shape)
 
 
 def test_resnet18_sized_tensor_packs_in_well_under_a_second() -> None:

@@ -136,13 +136,8 @@ def unpack_levels(
     _check_uint8(packed, "packed codes")
     shape = tuple(shape)
     numel = math.prod(shape)
-    rows = levels.reshape(1, -1) if levels.dim() == 1 else levels
-    fits = levels.dim() == 1 or (levels.dim() == 2 and len(shape) and levels.shape[0] == shape[0])
-    whole_bytes = _BYTE % bits == 0 and (
-        rows.shape[0] == 1 or (numel // rows.shape[0] * bits) % _BYTE == 0
-    )
-    usable = fits and whole_bytes and rows.shape[1] == 2**bits
-    if not usable or packed.dim() != 1 or packed.numel() != packed_size(numel, bits):
+    rows = _table_rows(levels, shape, bits)
+    if rows is None or packed.dim() != 1 or packed.numel() != packed_size(numel, bits):
         return dequantize(unpack_codes(packed, bits, numel, shape), levels)  # or its errors
 
     # 1. the table of the levels each byte value decodes to, (G * 256, m)
@@ -160,6 +155,18 @@ def unpack_levels(
     else:  # each table row read as one wider element: a 1-D look-up, several times faster
         weights = table.view(words).reshape(-1).index_select(0, index).view(table.dtype)
     return weights.reshape(-1)[:numel].reshape(shape)
+
+
+def _table_rows(levels: torch.Tensor, shape: tuple[int, ...], bits: int) -> torch.Tensor | None:
+    """``levels`` as (G, 2^bits) rows when the per-byte look-up applies to them, else None: the
+    bytes must hold whole codes, and per channel each channel's codes must fill whole bytes."""
+    if _BYTE % bits or levels.dim() not in (1, 2) or levels.shape[-1] != 2**bits:
+        return None
+    if levels.dim() == 1:
+        return levels.reshape(1, -1)
+    if not shape or levels.shape[0] != shape[0] or math.prod(shape[1:]) * bits % _BYTE:
+        return None
+    return levels
 
 
 @functools.lru_cache(maxsize=32)
