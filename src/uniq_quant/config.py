@@ -92,6 +92,15 @@ class QuantConfig:
                 bits = value
         return bits
 
+    def sets_bits(self, name: str, position: int, count: int) -> bool:
+        """True when ``first_layer_bits``, ``last_layer_bits`` or an override decides the bits of
+        layer ``name`` (``position``-th of ``count``), rather than ``weight_bits``."""
+        return (
+            (position == 0 and self.first_layer_bits is not None)
+            or (position == count - 1 and self.last_layer_bits is not None)
+            or any(fnmatch.fnmatchcase(name, pattern) for pattern in self.overrides)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON- and YAML-serializable settings; ``from_dict`` rebuilds the config."""
         data = asdict(self)

@@ -60,9 +60,7 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: object) -> nn.
         raise RuntimeError("the model is already prepared; prepare() a fresh float model")
 
     # 1. data-flow order, and which layers read the network input
-    wanted = tuple(t for t, name in _TYPE_NAMES.items() if name in config.layer_types)
-    names = {m: n for n, m in model.named_modules() if type(m) in wanted}
-    order, reads_input = _trace(model, list(names), example_input)
+    names, order, reads_input = flow_order(model, config, example_input)
     skipped = [names[m] for m in names if m not in order]
     if skipped:
         logger.warning("not quantized (the example input never calls them): %s", skipped)
@@ -156,6 +154,20 @@ def quantized_layers(model: nn.Module) -> Iterator[tuple[str, QuantLayerMixin]]:
     """(name, layer) of every quantized layer of ``model``, in data-flow order."""
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLayerMixin)]
     yield from sorted(found, key=lambda item: item[1].flow_index)
+
+
+def flow_order(
+    model: nn.Module, config: QuantConfig, example_input: object
+) -> tuple[dict[nn.Module, str], list[nn.Module], set[nn.Module]]:
+    """The layers ``config`` selects: their names, the data-flow order, and the input readers.
+
+    Returns (module -> name for every layer of the selected types, the modules ``example_input``
+    reaches in first-call order, the modules that read the network input).
+    """
+    wanted = tuple(t for t, name in _TYPE_NAMES.items() if name in config.layer_types)
+    names = {m: n for n, m in model.named_modules() if type(m) in wanted}
+    order, reads_input = _trace(model, list(names), example_input)
+    return names, order, reads_input
 
 
 @torch.no_grad()
