@@ -1,6 +1,7 @@
 """``uniq-quant train``: the run folder contract, resume after SIGKILL, DDP, recipes, bad input."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -91,6 +92,10 @@ def test_existing_run_folder_is_never_overwritten(tmp_path: Path) -> None:
         ["--act-bits", "1"],
         ["--override", "fc"],
         ["--lr", "-1"],
+        ["--gbops-budget", "0"],
+        ["--gbops-budget", "1e-6"],
+        ["--bits-candidates", "2,9"],
+        ["--bits-candidates", "two"],
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, flags: list, caplog) -> None:
@@ -108,6 +113,29 @@ def test_resume_with_different_settings_is_refused(tmp_path: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert main(["train", *TINY, "--weight-bits", "2", "--out", str(out), "--resume"]) == 2
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_a_gbops_budget_plans_each_layers_bits_and_a_resumed_run_keeps_the_plan(
+    tmp_path: Path, caplog
+) -> None:
+    """--gbops-budget writes bits_plan.json, trains at those bits and stays within the budget."""
+    out = tmp_path / "run"
+    flags = [*TINY, "--gbops-budget", "0.07", "--bits-candidates", "2,4,8", "--out", str(out)]
+    assert main(["train", *flags]) == 0
+    summary = _check_contract(out, epochs=5)
+    plan = json.loads((out / "bits_plan.json").read_text())
+    planned = {layer["name"]: layer["bits"] for layer in plan["layers"]}
+    assert summary["layer_bits"] == planned and set(planned.values()) <= {2, 4, 8}
+    assert summary["gbops"] == pytest.approx(
+        plan["fixed_gbops"] + sum(layer["gbops"] for layer in plan["layers"])
+    )
+    assert summary["gbops"] <= 0.07 and summary["gbops_budget"] == 0.07
+
+    (out / "summary.json").unlink()
+    caplog.set_level(logging.INFO, logger="uniq_quant")
+    assert main(["train", *flags, "--resume"]) == 0
+    assert "bits plan read from" in caplog.text
+    assert json.loads((out / "summary.json").read_text())["layer_bits"] == planned
 
 
 def test_resume_without_a_run_is_refused(tmp_path: Path) -> None:

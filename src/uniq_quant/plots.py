@@ -95,6 +95,11 @@ def stage_boundaries(metrics: Sequence[Mapping[str, object]]) -> list[float]:
     ]
 
 
+def weight_label(run: dict) -> str:
+    """A run's weight bits for labels: its ``weight_bits``, or ``mix`` for a GBOPs-budget plan."""
+    return "mix" if run.get("gbops_budget") is not None else str(run["weight_bits"])
+
+
 def plot_accuracy_vs_gbops(
     runs: Sequence[Mapping[str, object]],
     path: str | Path,
@@ -128,7 +133,7 @@ def plot_accuracy_vs_gbops(
         top1 = [float(r["quant_top1"]) for r in points]
         ax.plot(gbops, top1, marker="o", label=model)
         for r, x, y in zip(points, gbops, top1, strict=True):
-            _annotate(ax, f"W{r['weight_bits']}A{r['act_bits']}", x, y)
+            _annotate(ax, f"W{weight_label(r)}A{r['act_bits']}", x, y)
 
     # 2. published points of other methods, grey crosses
     if peers_csv is not None:

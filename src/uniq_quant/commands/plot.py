@@ -42,9 +42,10 @@ class Run:
 
     @property
     def label(self) -> str:
-        """``MODEL WxAy``, e.g. ``small_cnn W4A8``."""
+        """``MODEL WxAy``, e.g. ``small_cnn W4A8`` (``WmixA8`` for a GBOPs-budget run)."""
         s = self.summary
-        return f"{s['model']} W{s['weight_bits']}A{s['act_bits'] or FLOAT_ACT_BITS}"
+        weights = "mix" if s.get("gbops_budget") is not None else s["weight_bits"]
+        return f"{s['model']} W{weights}A{s['act_bits'] or FLOAT_ACT_BITS}"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -11,9 +11,11 @@ The run folder (the output contract other tools rely on):
     checkpoint.pt      the latest epoch's full state (atomic), for --resume
     float_model.pt     the float model's state_dict (torchvision format for tv: models)
     model.safetensors  the exported, bit-packed quantized model
+    bits_plan.json     with --gbops-budget: the weight bits chosen per layer (mixed_precision)
     *.png              training curves, a weight histogram, accuracy against GBOPs
     summary.json       model, dataset, weight_bits, act_bits, fp_top1, quant_top1, gbops,
-                       gbops_fp32, size_bytes, size_bytes_fp32, train_seconds, and more
+                       gbops_fp32, size_bytes, size_bytes_fp32, train_seconds, layer_bits
+                       (weight bits per quantized layer), gbops_budget, and more
 A checkpoint is written at the end of every epoch; ``--resume`` restarts the epoch that was
 running when the run stopped. An existing run folder is never overwritten.
 """
@@ -33,7 +35,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from uniq_quant.bops import count_bops
+from uniq_quant.config import QuantConfig
 from uniq_quant.data import build_datasets, build_loaders, set_epoch
+from uniq_quant.mixed_precision import BitsPlan, check_budget, plan_bits
 from uniq_quant.models import build_model, load_float_checkpoint, model_recipe
 from uniq_quant.prepare import convert, prepare, quantized_layers
 from uniq_quant.schedule import GradualSchedule
@@ -47,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 CONFIG, METRICS, CHECKPOINT = "config.yaml", "metrics.jsonl", "checkpoint.pt"
 FLOAT_MODEL, QUANT_MODEL, SUMMARY = "float_model.pt", "model.safetensors", "summary.json"
+BITS_PLAN = "bits_plan.json"
+PLAN_SAMPLES = 512  # training images the bits plan measures divergences on
 # Settings a resumed run may change: they do not alter what is computed.
 RESUMABLE_CHANGES = frozenset({"resume", "workers", "device", "log_every", "out"})
 
@@ -102,6 +108,14 @@ def _train(settings: TrainSettings, process: Process) -> dict[str, Any]:
     if settings.init:
         load_float_checkpoint(model, settings.init)
     example = val_set[0][0][None].to(process.device)
+    if settings.gbops_budget is not None:
+        check_budget(
+            model,
+            settings.quant_config(),
+            example,
+            settings.gbops_budget,
+            settings.candidate_bits(),
+        )
     distributed.barrier(process)
     if process.is_main and checkpoint is None:
         out.mkdir(parents=True, exist_ok=True)
@@ -125,8 +139,12 @@ def _train(settings: TrainSettings, process: Process) -> dict[str, Any]:
         torch.save(model.state_dict(), out / FLOAT_MODEL)
     logger.info("float model: top-1 %.2f%%", state.fp_top1)
 
-    # 3. UNIQ phase
-    prepare(model, settings.quant_config(), example)
+    # 3. UNIQ phase, at the bits of a GBOPs budget if one is given
+    if settings.gbops_budget is not None:
+        plan = _bits_plan(model, context, train_set, example)
+        context.quant_config = plan.apply(context.quant_config)
+        context.bits_plan = plan
+    prepare(model, context.quant_config, example)
     schedule = _schedule(model, settings, steps)
     _uniq_phase(model, schedule, context, checkpoint)
 
@@ -154,6 +172,38 @@ class _Context:
     val_loader: Any
     steps: int
     state: RunState
+    quant_config: QuantConfig | None = None  # the settings' config, with a bits plan applied
+    bits_plan: BitsPlan | None = None
+
+    def __post_init__(self) -> None:
+        if self.quant_config is None:
+            self.quant_config = self.settings.quant_config()
+
+
+def _bits_plan(model: nn.Module, ctx: _Context, train_set, example: torch.Tensor) -> BitsPlan:
+    """The run's bits plan: read from the run folder when resuming, else measured on rank 0
+    over ``PLAN_SAMPLES`` training images spread evenly over the split, and broadcast."""
+    path = ctx.out / BITS_PLAN
+    if path.is_file():
+        logger.info("bits plan read from %s", path)
+        return BitsPlan.from_dict(json.loads(path.read_text()))
+    data = None
+    if ctx.process.is_main:
+        s = ctx.settings
+        count = min(PLAN_SAMPLES, len(train_set))
+        picks = torch.linspace(0, len(train_set) - 1, count).long().tolist()
+        images = torch.stack([train_set[i][0] for i in picks]).to(ctx.process.device)
+        plan = plan_bits(
+            model,
+            ctx.quant_config,
+            example,
+            images.split(s.batch_size),
+            s.gbops_budget,
+            s.candidate_bits(),
+        )
+        data = plan.to_dict()
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    return BitsPlan.from_dict(distributed.broadcast_object(data, ctx.process))
 
 
 def _float_phase(model: nn.Module, ctx: _Context, checkpoint: dict | None) -> None:
@@ -273,7 +323,7 @@ def _finish(model, ctx: _Context, recipe: dict, input_shape: tuple[int, ...]) ->
     from uniq_quant.export import save_quantized
 
     s, out = ctx.settings, ctx.out
-    config = s.quant_config()
+    config = ctx.quant_config
     save_quantized(model, out / QUANT_MODEL, recipe=recipe, config=config, input_shape=input_shape)
     quantized = count_bops(model, input_shape)
     full = count_bops(model, input_shape, weight_bits=32, act_bits=32)
@@ -294,6 +344,10 @@ def _finish(model, ctx: _Context, recipe: dict, input_shape: tuple[int, ...]) ->
         "world_size": ctx.process.world_size,
         "device": str(ctx.process.device),
         "run_dir": str(out),
+        "gbops_budget": s.gbops_budget,
+        "layer_bits": {
+            name: layer.weight_quantizer.bits for name, layer in quantized_layers(model)
+        },
     }
 
 
@@ -311,6 +365,7 @@ def _figures(model: nn.Module, ctx: _Context, gbops: float) -> None:
     point = {
         "model": ctx.settings.model,
         "weight_bits": ctx.settings.weight_bits,
+        "gbops_budget": ctx.settings.gbops_budget,
         "act_bits": ctx.settings.act_bits or 32,
         "quant_top1": ctx.state.metrics[-1]["val_top1"] if ctx.state.metrics else 0.0,
         "gbops": gbops,

@@ -55,6 +55,10 @@ class TrainSettings:
     fit: str = _opt("gaussian", "quantization", "weight distribution fit: gaussian or empirical")
     act_noise: bool = _opt(False, "quantization", "noise instead of rounding for noisy layers")
     overrides: tuple[str, ...] = _opt((), "quantization", "PATTERN=BITS per layer, repeatable")
+    gbops_budget: float | None = _opt(
+        None, "quantization", "choose each layer's weight bits to fit this many GBOPs per image"
+    )
+    bits_candidates: str = _opt("2,3,4,6,8", "quantization", "widths --gbops-budget chooses from")
 
     # schedule
     float_epochs: int = _opt(1, "schedule", "epochs of float training before UNIQ (0 with --init)")
@@ -107,6 +111,9 @@ class TrainSettings:
             raise ValueError("--warmup-epochs, --momentum and --weight-decay must be >= 0")
         object.__setattr__(self, "overrides", tuple(self.overrides))
         self.quant_config()  # validates the quantization group
+        if self.gbops_budget is not None and not self.gbops_budget > 0:
+            raise ValueError(f"--gbops-budget must be a positive number, got {self.gbops_budget!r}")
+        self.candidate_bits()
 
     @property
     def uniq_learning_rate(self) -> float:
@@ -126,10 +133,26 @@ class TrainSettings:
             overrides=parse_overrides(self.overrides),
         )
 
+    def candidate_bits(self) -> tuple[int, ...]:
+        """``bits_candidates`` ("2,3,4") as sorted distinct widths, each in 1..8."""
+        try:
+            widths = {int(part) for part in str(self.bits_candidates).split(",") if part.strip()}
+        except ValueError:
+            widths = set()
+        if not widths or not all(1 <= w <= 8 for w in widths):
+            raise ValueError(
+                f"--bits-candidates must list widths in 1..8 separated by commas, e.g. 2,3,4,8; "
+                f"got {self.bits_candidates!r}"
+            )
+        return tuple(sorted(widths))
+
     def run_name(self) -> str:
-        """Default run folder name: MODEL-DATASET-wWaA."""
+        """Default run folder name: MODEL-DATASET-wWaA (MODEL-DATASET-GgbopsaA with a budget)."""
         act = "f" if self.act_bits is None else self.act_bits
-        return f"{self.model.replace(':', '-')}-{self.dataset}-w{self.weight_bits}a{act}"
+        weights = (
+            f"w{self.weight_bits}" if self.gbops_budget is None else f"{self.gbops_budget:g}gbops"
+        )
+        return f"{self.model.replace(':', '-')}-{self.dataset}-{weights}a{act}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for config.yaml."""
