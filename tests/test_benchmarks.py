@@ -102,3 +102,31 @@ def test_rounding_baseline_rounds_where_uniq_adds_noise() -> None:
     out.sum().backward()
     assert out.unique().numel() == 4
     assert torch.equal(w.grad, torch.ones_like(w))
+
+
+def test_mixed_bits_method_costs_no_more_than_the_uniform_bits() -> None:
+    """UNIQ mixed plans its layers' bits within the GBOPs of the job's uniform bits."""
+    import torch
+    from torch import nn
+
+    from uniq_quant.nn import QuantLayerMixin
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from methods.base import Job, gbops_at
+        from methods.ours import uniq_mixed
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def network() -> nn.Module:
+        layers = [nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten()]
+        return nn.Sequential(*layers, nn.Linear(8 * 4 * 4, 10))
+
+    calibration = [torch.randn(16, 1, 8, 8) for _ in range(2)]
+    job = Job(3, 8, torch.randn(1, 1, 8, 8), calibration, steps=10)
+    prepared = uniq_mixed(network(), job)
+
+    assert prepared.gbops() <= gbops_at(network(), job) * (1 + 1e-12)
+    layers = [m for m in prepared.model.modules() if isinstance(m, QuantLayerMixin)]
+    bits = [layer.weight_quantizer.bits for layer in layers]
+    assert len(bits) == 3 and 1 <= prepared.bits() <= 8

@@ -9,6 +9,8 @@ Linear layer quantized. They differ only in how the weights are treated:
   steps train what is left (BatchNorm, biases) with every layer frozen.
 * UNIQ one-shot: the same with one block (every layer noisy at once).
 * UNIQ per-channel / empirical: gradual with a per-output-channel fit / the empirical fit.
+* UNIQ mixed bits: gradual with each layer's bits chosen by ``plan_bits`` so that the network
+  costs the GBOPs of the column's uniform bits (its cell gives the mean bits per weight).
 * k-quantile STE: every layer in quant mode from the first step, straight-through rounding,
   no noise (the WeightQuantizer's quant mode).
 * k-quantile STE gradual: UNIQ gradual's schedule and quantizer with the noise of the current
@@ -23,6 +25,8 @@ Linear layer quantized. They differ only in how the weights are treated:
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from functools import partial
 
 import torch
@@ -33,9 +37,11 @@ from methods.lsq import LsqWeightQuantizer
 from uniq_quant import GradualSchedule, QuantConfig, WeightQuantizer, calibrate, convert, prepare
 from uniq_quant.bops import count_bops
 from uniq_quant.functional import straight_through as ste
+from uniq_quant.mixed_precision import gbops_range, plan_bits
 from uniq_quant.prepare import quantized_layers
 
 FINAL_FRACTION = 0.1  # share of the UNIQ steps with every layer frozen (BatchNorm settles)
+MIXED_CANDIDATES = (1, 2, 3, 4, 6, 8)  # the widths UNIQ mixed chooses from
 
 
 class CodebookWeightQuantizer(WeightQuantizer):
@@ -85,12 +91,16 @@ def uniq(
     per_channel: bool = False,
     fit: str = "",
     rounding: bool = False,
+    layer_bits: Mapping[str, int] | None = None,
 ) -> Prepared:
     """UNIQ fine-tuning under a step-counted GradualSchedule, converted at the end.
 
-    ``rounding`` swaps each layer's noise for straight-through rounding (same schedule).
+    ``rounding`` swaps each layer's noise for straight-through rounding (same schedule);
+    ``layer_bits`` (layer name -> bits) overrides the job's weight bits layer by layer.
     """
-    model = prepared(model, job, per_channel=per_channel, fit=fit or "gaussian")
+    model = prepared(
+        model, job, per_channel=per_channel, fit=fit or "gaussian", overrides=layer_bits or {}
+    )
     if rounding:
         for _, layer in quantized_layers(model):
             layer.weight_quantizer = RoundingWeightQuantizer(job.weight_bits)
@@ -108,6 +118,27 @@ def uniq(
         after_step=schedule.step,
         finish=lambda: convert(model),
     )
+
+
+def uniq_mixed(model: nn.Module, job: Job) -> Prepared:
+    """UNIQ gradual at per-layer bits planned to cost what the job's uniform bits cost.
+
+    ``plan_bits`` chooses from ``MIXED_CANDIDATES`` on the job's calibration batches, with the
+    budget the GBOPs of every layer at ``job.weight_bits``; ``bits`` reports the mean bits per
+    weight reached.
+    """
+    config = QuantConfig(weight_bits=job.weight_bits, act_bits=job.act_bits)
+    budget, _ = gbops_range(model, config, job.example, (job.weight_bits,))
+    plan = plan_bits(model, config, job.example, job.calibration, budget, MIXED_CANDIDATES)
+    result = uniq(model, job, layer_bits=plan.bits)
+    return dataclasses.replace(result, bits=lambda: mean_weight_bits(result.model))
+
+
+def mean_weight_bits(model: nn.Module) -> float:
+    """Bits per weight over every quantized layer, weighted by the layers' weight counts."""
+    layers = [layer for _, layer in quantized_layers(model)]
+    total = sum(layer.weight.numel() for layer in layers)
+    return sum(layer.weight.numel() * layer.weight_quantizer.bits for layer in layers) / total
 
 
 def straight_through(model: nn.Module, job: Job, codebook: str = "kquantile") -> Prepared:
@@ -146,6 +177,7 @@ OUR_METHODS = (
     Method("uniq-oneshot", "UNIQ one-shot", "UNIQ", False, partial(uniq, one_block=True)),
     Method("uniq-perchannel", "UNIQ per-channel", "UNIQ", False, partial(uniq, per_channel=True)),
     Method("uniq-empirical", "UNIQ empirical fit", "UNIQ", False, partial(uniq, fit="empirical")),
+    Method("uniq-mixed", "UNIQ mixed bits", "UNIQ", False, uniq_mixed),
     Method("kquantile-ste", "k-quantile STE", "baseline", False, straight_through),
     Method(
         "kquantile-ste-gradual",

@@ -13,6 +13,7 @@ Modules:
     schedule: GradualSchedule, block-by-block quantize-and-freeze in data-flow order.
     report: a per-layer table of a prepared model.
     bops: count_bops, the paper's bit-operation count per layer and per model.
+    mixed_precision: plan_bits, per-layer weight bits chosen to fit a GBOPs budget.
     export: save_quantized / load_quantized (bit-packed safetensors) and export_onnx.
     data, models: offline datasets and loaders; small models and torchvision models by name.
     train: the training run behind ``uniq-quant train``.
@@ -23,6 +24,7 @@ Modules:
 from uniq_quant.config import QuantConfig
 from uniq_quant.export import export_onnx, load_quantized, save_quantized
 from uniq_quant.functional import dequantize, fake_quantize, inject_noise, quantize
+from uniq_quant.mixed_precision import BitsPlan, plan_bits
 from uniq_quant.nn import QuantConv1d, QuantConv2d, QuantLinear
 from uniq_quant.prepare import calibrate, convert, prepare, quantized_layers
 from uniq_quant.quantizers import ActivationQuantizer, WeightQuantizer
@@ -33,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivationQuantizer",
+    "BitsPlan",
     "GradualSchedule",
     "QuantConfig",
     "QuantConv1d",
@@ -49,6 +52,7 @@ __all__ = [
     "inject_noise",
     "layer_report",
     "load_quantized",
+    "plan_bits",
     "prepare",
     "quantize",
     "quantized_layers",
