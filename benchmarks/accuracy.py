@@ -49,6 +49,7 @@ DATASETS = ("mnist", "fashion-mnist")
 FLOAT = "float"
 SECTION = "Accuracy: UNIQ against baselines and peers"
 GOAL_W4_GAP = 0.3  # points of top-1 UNIQ W4A8 may lose against float
+MIXED_BITS = "uniq-mixed"  # UNIQ gradual at bits planned under the column's GBOPs
 UNIQ_REFERENCE = "uniq"  # the method the goals are checked for
 FLOAT_THREADS = 2  # intra-op threads of float training (reductions split by thread count)
 ROUNDING_TWIN = "kquantile-ste-gradual"  # UNIQ's schedule and quantizer, rounding for noise
@@ -331,6 +332,7 @@ def summarize(runs: list[dict]) -> dict[tuple, dict]:
             "n": len(top1),
             "gbops": statistics.fmean(r["gbops"] for r in rs),
             "bits": statistics.fmean(r["bits_reached"] for r in rs),
+            "at_target_bits": sum(abs(r["bits_reached"] - r["weight_bits"]) < 1e-9 for r in rs),
             "label": rs[0]["label"],
             "family": rs[0]["family"],
             "uniform": rs[0]["uniform"],
@@ -432,6 +434,42 @@ def noise_against_rounding(summary: dict) -> list[str]:
             f"rounding {twin['mean']:.2f} ± {twin['std']:.2f} "
             f"({noise['mean'] - twin['mean']:+.2f} points for the noise)"
         )
+    return lines
+
+
+def mixed_against_uniform(summary: dict) -> list[str]:
+    """Per data set and weight bits (8-bit activations): UNIQ with planned per-layer bits against
+    UNIQ gradual at the column's uniform bits, at no more GBOPs; at 2 bits also against the best
+    uniform method or peer."""
+    lines = []
+    for dataset, act_bits, weight_bits, method in sorted(
+        summary, key=lambda k: (DATASETS.index(k[0]), k[2])
+    ):
+        uniform = summary.get((dataset, act_bits, weight_bits, UNIQ_REFERENCE))
+        if method != MIXED_BITS or act_bits != 8 or uniform is None:
+            continue
+        mixed = summary[(dataset, act_bits, weight_bits, method)]
+        line = (
+            f"- {dataset} W{weight_bits}A8 budget: mixed {mixed['mean']:.2f} ± {mixed['std']:.2f} "
+            f"({mixed['bits']:.2f} bits per weight, {mixed['gbops']:.4f} GBOPs), uniform "
+            f"{uniform['mean']:.2f} ± {uniform['std']:.2f} ({uniform['gbops']:.4f} GBOPs): "
+            f"{mixed['mean'] - uniform['mean']:+.2f} points for the plan"
+        )
+        if mixed["at_target_bits"]:
+            line += (
+                f" (in {mixed['at_target_bits']} of {mixed['n']} seeds the plan is the uniform "
+                "bits themselves: there the difference is what another thread count or code revision "
+                "changes)"
+            )
+        rivals = [
+            s
+            for k, s in summary.items()
+            if k[:3] == (dataset, 8, weight_bits) and (s["uniform"] or s["family"] == "peer")
+        ]
+        if weight_bits == 2 and rivals:
+            best = max(rivals, key=lambda s: s["mean"])
+            line += f"; best uniform method or peer {best['label']} {best['mean']:.2f}"
+        lines.append(line)
     return lines
 
 
@@ -575,8 +613,9 @@ def report(payload: dict, args: argparse.Namespace) -> str:
         "UNIQ gradual: one block per layer, equal step shares, the last "
         f"{100 * s['final_fraction']:.0f}% of the steps with every layer frozen. "
         "GBOPs per image by `count_bops` at the bits of each column; a cell in brackets gives "
-        f"the bits DiffQ reached (bracketed to [b-1, b+1], penalty {s['diffq_penalty']} "
-        "per bit per weight) and the GBOPs at those bits" + _diffq_note(runs) + ".",
+        "the mean bits per weight a method reached and its GBOPs: DiffQ's (bracketed to "
+        f"[b-1, b+1], penalty {s['diffq_penalty']} per bit per weight)" + _diffq_note(runs) + ", "
+        "UNIQ mixed bits' planned bits.",
         "",
         markdown_tables(payload, summary),
         "",
@@ -591,6 +630,15 @@ def report(payload: dict, args: argparse.Namespace) -> str:
             "float models, schedule and k-quantile quantizer with each stage's noise replaced by "
             "straight-through rounding:",
             *ablation,
+        ]
+    mixed = mixed_against_uniform(summary)
+    if mixed:
+        lines += [
+            "",
+            "Mixed against uniform bits: UNIQ mixed bits (each layer's bits chosen by "
+            "`plan_bits` from 1, 2, 3, 4, 6, 8 to fit the GBOPs of the column's uniform bits) "
+            "against UNIQ gradual at those uniform bits:",
+            *mixed,
         ]
     missing = missing_parts(payload, args)
     if missing:

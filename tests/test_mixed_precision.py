@@ -251,3 +251,14 @@ def test_the_gbops_range_spans_the_uniform_plans_and_bounds_every_budget(setting
     assert plan_bits(model, config, example, batches, lowest, (2, 3, 8)).bits == dict.fromkeys(
         ["0", "2", "4", "8"], 2
     )
+
+
+def test_measuring_divergences_restores_every_train_and_eval_flag(setting):
+    model, example, batches = setting
+    shadow = prepare(model, QuantConfig(act_bits=None), example)
+    shadow.train()
+    shadow[2].eval()
+
+    layer_divergences(shadow, ["0"], (2,), [(batches[0],)], "kquantile", False)
+
+    assert shadow.training and shadow[0].training and not shadow[2].training

@@ -21,9 +21,8 @@ sets with first / last layer bits or overrides, and those kept in float).
 cut into ``resolution`` units, each layer's extra cost over its cheapest width rounded up to
 whole units; since rounding up adds under one unit per layer, the best plans of up to
 ``resolution`` + L units are checked against the true costs, best first. The plan never exceeds
-the budget and is optimal for the rounded costs; a finer ``resolution`` brings it closer to the
-exact optimum (at the default, plans that spend the budget to the last digit, such as the
-uniform widths at their own cost, are found in the tests).
+the budget and is at least as good as the optimum of the rounded-up costs; the finer
+``resolution``, the closer it comes to the exact optimum.
 
 Example:
     >>> plan = plan_bits(model, QuantConfig(act_bits=8), example, batches, budget_gbops=0.05)
@@ -256,7 +255,7 @@ def layer_divergences(
     """
     check_choice(metric, METRICS, "divergence metric")
     modules = dict(model.named_modules())
-    was_training = model.training
+    modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
         references = [_output(model(*batch), metric) for batch in batches]
@@ -281,7 +280,8 @@ def layer_divergences(
                 ", ".join(f"{b} bits {v:.2e}" for b, v in result[name].items()),
             )
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.train(training)
     return result
 
 
@@ -316,7 +316,8 @@ def plan_bits(
     """Weight bits per layer that fit ``budget_gbops`` with the least measured divergence.
 
     Args:
-        model: the float model (not prepared); it is not changed (the plan works on a copy).
+        model: the float model (not prepared); it is not changed: the plan works on a deep
+            copy, so planning holds the model's memory twice.
         config: the quantization settings the plan is for: layer types, activation bits,
             fit and granularity are used as they are; layers whose bits ``first_layer_bits``,
             ``last_layer_bits`` or ``overrides`` set keep those bits and are not planned.
