@@ -47,7 +47,8 @@ logger = logging.getLogger("accuracy")
 
 DATASETS = ("mnist", "fashion-mnist")
 FLOAT = "float"
-SECTION = "Accuracy: UNIQ against baselines and peers"
+SECTION = "Accuracy: UNIQ against baselines and peers"  # of the default model
+DEFAULT_MODEL = "small_cnn"
 GOAL_W4_GAP = 0.3  # points of top-1 UNIQ W4A8 may lose against float
 MIXED_BITS = "uniq-mixed"  # UNIQ gradual at bits planned under the column's GBOPs
 UNIQ_REFERENCE = "uniq"  # the method the goals are checked for
@@ -79,7 +80,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     grid = parser.add_argument_group("grid")
     grid.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    grid.add_argument("--model", default="small_cnn", help="model of the zoo (default small_cnn)")
+    grid.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model of the zoo (default {DEFAULT_MODEL}; another gets its own section and figure)",
+    )
     grid.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     grid.add_argument("--weight-bits", nargs="+", type=int, default=[2, 3, 4, 8])
     grid.add_argument(
@@ -108,7 +113,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     out = parser.add_argument_group("output")
     out.add_argument("--cache", type=Path, default=common.HERE / "cache", help="float models")
     out.add_argument("--out", type=Path, default=common.HERE / "results" / "accuracy.json")
-    out.add_argument("--figure", type=Path, default=common.HERE / "accuracy_vs_gbops.png")
+    out.add_argument("--figure", type=Path, help="default: accuracy_vs_gbops[-MODEL].png")
     out.add_argument("--resume", action="store_true", help="reuse finished runs from --out")
     out.add_argument(
         "--report-only", action="store_true", help="redo RESULTS.md and the figure from --out"
@@ -127,7 +132,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     out.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
     args.act_bits = [_act_bits(a, parser) for a in args.act_bits]
+    if args.figure is None:
+        suffix = "" if args.model == DEFAULT_MODEL else f"-{args.model}"
+        args.figure = common.HERE / f"accuracy_vs_gbops{suffix}.png"
     return args
+
+
+def section_title(model: str) -> str:
+    """The RESULTS.md heading of a grid on ``model``; the default model's is ``SECTION``."""
+    if model == DEFAULT_MODEL:
+        return SECTION
+    return f"Accuracy of {model}: UNIQ against baselines and peers"
 
 
 def _act_bits(value: str, parser: argparse.ArgumentParser) -> int | None:
@@ -457,9 +472,8 @@ def mixed_against_uniform(summary: dict) -> list[str]:
         )
         if mixed["at_target_bits"]:
             line += (
-                f" (in {mixed['at_target_bits']} of {mixed['n']} seeds the plan is the uniform "
-                "bits themselves: there the difference is what another thread count or code revision "
-                "changes)"
+                f" (the plan was the uniform bits in {mixed['at_target_bits']} of {mixed['n']} "
+                "seeds, where any difference is thread count or code revision)"
             )
         rivals = [
             s
@@ -587,7 +601,7 @@ def report(payload: dict, args: argparse.Namespace) -> str:
     failed = sorted({(r["label"], r["status"]) for r in runs if r["status"] != "ok"})
     seconds = sum(r.get("seconds", 0.0) for r in runs)
     lines = [
-        f"## {SECTION} ({payload['date']})",
+        f"## {section_title(s['model'])} ({payload['date']})",
         "",
         "Command"
         + ("s, run in turn" if len(payload["commands"]) > 1 else "")
@@ -777,8 +791,9 @@ def write_report(payload: dict, args: argparse.Namespace) -> int:
     sys.stdout.write(text)
     if not args.no_report:
         plot(payload, summarize(payload["runs"]), args.figure)
-        common.write_section(SECTION, text)
-        logger.info("wrote the section %r of %s", SECTION, common.RESULTS_MD)
+        title = section_title(payload["settings"]["model"])
+        common.write_section(title, text)
+        logger.info("wrote the section %r of %s", title, common.RESULTS_MD)
     return 0 if all(math.isfinite(r.get("top1", 0.0)) for r in payload["runs"]) else 1
 
 

@@ -157,12 +157,20 @@ def machine() -> str:
 
 
 def revision() -> str:
-    """The checked-out commit (short hash, ``+changes`` when the tree differs), or ``unknown``."""
+    """The checked-out commit (short hash, ``+changes in ...`` when the package's or the
+    benchmarks' code differs from it), or ``unknown``."""
     head = _command(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"])
     if head is None:
         return "unknown"
-    dirty = _command(["git", "-C", str(HERE.parent), "status", "--porcelain", "--", "src"])
-    return head + ("+changes in src" if dirty else "")
+    changed = [
+        name
+        for name, paths in (
+            ("src", ["src"]),
+            ("benchmarks", ["benchmarks/*.py", "benchmarks/methods"]),
+        )
+        if _command(["git", "-C", str(HERE.parent), "status", "--porcelain", "--", *paths])
+    ]
+    return head + (f"+changes in {' and '.join(changed)}" if changed else "")
 
 
 def command_line(script: str, argv: Sequence[str]) -> str:
