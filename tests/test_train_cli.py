@@ -11,12 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from uniq_quant.cli import main
+from uniq_quant.data import build_datasets
+from uniq_quant.mixed_precision import check_budget, gbops_range
+from uniq_quant.models import build_model, model_recipe
 from uniq_quant.train.settings import load_recipe, settings_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
 CONTRACT = (
     "model",
     "dataset",
@@ -201,8 +206,22 @@ def test_sigkill_mid_epoch_then_resume_finishes_the_run(tmp_path: Path) -> None:
     _check_contract(out, epochs=4)
 
 
+@pytest.mark.parametrize("recipe", [p for p in RECIPES if "gbops_budget" in p.read_text()])
+def test_a_recipes_gbops_budget_fits_its_model_on_its_images(recipe: Path) -> None:
+    """A budget recipe's plan is feasible for its model at its dataset's image size."""
+    settings = settings_from_dict(load_recipe(recipe))
+    _, _, info = build_datasets(settings.dataset, None)
+    model = build_model(**model_recipe(settings.model, info.num_classes, info.in_channels))
+    example = torch.zeros(1, info.in_channels, *info.image_size)
+    config = settings.quant_config()
+    check_budget(model, config, example, settings.gbops_budget, settings.candidate_bits())
+    _, dearest = gbops_range(model, config, example, settings.candidate_bits())
+    assert settings.gbops_budget < dearest
+
+
 def test_ddp_two_cpu_processes_keep_weights_identical(tmp_path: Path) -> None:
-    """torchrun with 2 gloo processes: ranks end bit-identical and the contract holds."""
+    """torchrun with 2 gloo processes: ranks end bit-identical and the contract holds; the bits
+    plan of a GBOPs budget, made on rank 0, reaches both ranks."""
     out = tmp_path / "ddp"
     command = [
         sys.executable,
@@ -216,6 +235,8 @@ def test_ddp_two_cpu_processes_keep_weights_identical(tmp_path: Path) -> None:
         "uniq_quant",
         "train",
         *TINY,
+        "--gbops-budget",
+        "0.07",
         "--out",
         str(out),
     ]
@@ -223,9 +244,8 @@ def test_ddp_two_cpu_processes_keep_weights_identical(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _check_contract(out, epochs=5)
     assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
-
-
-RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
+    plan = json.loads((out / "bits_plan.json").read_text())
+    assert summary["layer_bits"] == {layer["name"]: layer["bits"] for layer in plan["layers"]}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
@@ -256,6 +276,8 @@ def test_every_recipe_loads_and_runs_a_few_steps(recipe: Path, tmp_path: Path) -
         "0",
         "--float-epochs",
         "0",
+        "--gbops-budget",
+        "none",  # a budget is for the recipe's own images: checked below
     ]
     out = tmp_path / "run"
     assert main(["train", "--config", str(recipe), *small, "--out", str(out)]) == 0
