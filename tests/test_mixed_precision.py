@@ -262,3 +262,18 @@ def test_measuring_divergences_restores_every_train_and_eval_flag(setting):
     layer_divergences(shadow, ["0"], (2,), [(batches[0],)], "kquantile", False)
 
     assert shadow.training and shadow[0].training and not shadow[2].training
+
+
+def test_a_plan_applies_to_layer_names_that_look_like_patterns(setting):
+    _, example, batches = setting
+    model = nn.Sequential()
+    model.add_module("conv[a]", nn.Conv2d(1, 4, 3))
+    model.add_module("conv*", nn.Conv2d(4, 4, 3))
+    model.add_module("flat", nn.Flatten())
+    model.add_module("fc?", nn.Linear(4 * 4 * 4, 10))
+
+    plan = plan_bits(model, QuantConfig(), example, batches, budget_gbops=1.0, candidates=(2, 8))
+    prepared = prepare(model, plan.apply(QuantConfig()), example)
+
+    built = {name: m.weight_quantizer.bits for name, m in prepared.named_modules() if _q(m)}
+    assert built == plan.bits == {"conv[a]": 8, "conv*": 8, "fc?": 8}

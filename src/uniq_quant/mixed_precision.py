@@ -108,8 +108,9 @@ class BitsPlan:
         return sum(layer.divergence for layer in self.layers)
 
     def apply(self, config: QuantConfig) -> QuantConfig:
-        """``config`` with the planned bits added as exact-name overrides."""
-        return dataclasses.replace(config, overrides={**config.overrides, **self.bits})
+        """``config`` with the planned bits added as overrides that match each name exactly."""
+        exact = {_exact_pattern(name): bits for name, bits in self.bits.items()}
+        return dataclasses.replace(config, overrides={**config.overrides, **exact})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready values; ``from_dict`` rebuilds the plan."""
@@ -141,6 +142,11 @@ class BitsPlan:
             f"mean {mean_bits:.2f} bits, predicted {self.metric} divergence {self.divergence:.3e}"
         )
         return "\n".join(lines)
+
+
+def _exact_pattern(name: str) -> str:
+    """An fnmatch pattern that matches ``name`` alone (``*``, ``?`` and ``[`` bracketed)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def choose_bits(
