@@ -418,13 +418,8 @@ def goals(payload: dict, summary: dict) -> list[str]:
                 f"{gap:.2f} points below float (goal <= {GOAL_W4_GAP}): {verdict}"
             )
         w2 = summary.get((dataset, 8, 2, UNIQ_REFERENCE))
-        rivals = {
-            k[3]: s
-            for k, s in summary.items()
-            if k[:3] == (dataset, 8, 2) and (s["uniform"] or s["family"] == "peer")
-        }
-        if w2 is not None and rivals:
-            _, best = max(rivals.items(), key=lambda item: item[1]["mean"])
+        best = _best_rival(summary, dataset, 2)
+        if w2 is not None and best is not None:
             verdict = "met" if w2["mean"] > best["mean"] else "NOT met"
             lines.append(
                 f"- {dataset}: UNIQ W2A8 {w2['mean']:.2f} vs the best uniform method or peer, "
@@ -436,20 +431,12 @@ def goals(payload: dict, summary: dict) -> list[str]:
 def noise_against_rounding(summary: dict) -> list[str]:
     """Per data set and weight bits (8-bit activations): UNIQ gradual against its rounding twin,
     the same schedule and quantizer with straight-through rounding in place of the noise."""
-    lines = []
-    for dataset, act_bits, weight_bits, method in sorted(
-        summary, key=lambda k: (DATASETS.index(k[0]), k[2])
-    ):
-        twin = summary.get((dataset, act_bits, weight_bits, ROUNDING_TWIN))
-        if method != UNIQ_REFERENCE or act_bits != 8 or twin is None:
-            continue
-        noise = summary[(dataset, act_bits, weight_bits, method)]
-        lines.append(
-            f"- {dataset} W{weight_bits}A8: noise {noise['mean']:.2f} ± {noise['std']:.2f}, "
-            f"rounding {twin['mean']:.2f} ± {twin['std']:.2f} "
-            f"({noise['mean'] - twin['mean']:+.2f} points for the noise)"
-        )
-    return lines
+    return [
+        f"- {dataset} W{weight_bits}A8: noise {noise['mean']:.2f} ± {noise['std']:.2f}, "
+        f"rounding {twin['mean']:.2f} ± {twin['std']:.2f} "
+        f"({noise['mean'] - twin['mean']:+.2f} points for the noise)"
+        for dataset, weight_bits, noise, twin in _a8_pairs(summary, UNIQ_REFERENCE, ROUNDING_TWIN)
+    ]
 
 
 def mixed_against_uniform(summary: dict) -> list[str]:
@@ -457,13 +444,7 @@ def mixed_against_uniform(summary: dict) -> list[str]:
     UNIQ gradual at the column's uniform bits, at no more GBOPs; at 2 bits also against the best
     uniform method or peer."""
     lines = []
-    for dataset, act_bits, weight_bits, method in sorted(
-        summary, key=lambda k: (DATASETS.index(k[0]), k[2])
-    ):
-        uniform = summary.get((dataset, act_bits, weight_bits, UNIQ_REFERENCE))
-        if method != MIXED_BITS or act_bits != 8 or uniform is None:
-            continue
-        mixed = summary[(dataset, act_bits, weight_bits, method)]
+    for dataset, weight_bits, mixed, uniform in _a8_pairs(summary, MIXED_BITS, UNIQ_REFERENCE):
         line = (
             f"- {dataset} W{weight_bits}A8 budget: mixed {mixed['mean']:.2f} ± {mixed['std']:.2f} "
             f"({mixed['bits']:.2f} bits per weight, {mixed['gbops']:.4f} GBOPs), uniform "
@@ -475,16 +456,34 @@ def mixed_against_uniform(summary: dict) -> list[str]:
                 f" (the plan was the uniform bits in {mixed['at_target_bits']} of {mixed['n']} "
                 "seeds, where any difference is thread count or code revision)"
             )
-        rivals = [
-            s
-            for k, s in summary.items()
-            if k[:3] == (dataset, 8, weight_bits) and (s["uniform"] or s["family"] == "peer")
-        ]
-        if weight_bits == 2 and rivals:
-            best = max(rivals, key=lambda s: s["mean"])
+        best = _best_rival(summary, dataset, weight_bits)
+        if weight_bits == 2 and best is not None:
             line += f"; best uniform method or peer {best['label']} {best['mean']:.2f}"
         lines.append(line)
     return lines
+
+
+def _a8_pairs(summary: dict, method: str, partner: str) -> list[tuple[str, int, dict, dict]]:
+    """(data set, weight bits, method's cell, partner's cell) at 8-bit activations, wherever
+    both ran, by data set then bits."""
+    pairs = []
+    for dataset, act_bits, weight_bits, name in sorted(
+        summary, key=lambda k: (DATASETS.index(k[0]), k[2])
+    ):
+        other = summary.get((dataset, act_bits, weight_bits, partner))
+        if name == method and act_bits == 8 and other is not None:
+            pairs.append((dataset, weight_bits, summary[(dataset, 8, weight_bits, name)], other))
+    return pairs
+
+
+def _best_rival(summary: dict, dataset: str, weight_bits: int) -> dict | None:
+    """The best cell of a uniform method or a peer at ``weight_bits`` and 8-bit activations."""
+    rivals = [
+        s
+        for k, s in summary.items()
+        if k[:3] == (dataset, 8, weight_bits) and (s["uniform"] or s["family"] == "peer")
+    ]
+    return max(rivals, key=lambda s: s["mean"]) if rivals else None
 
 
 def plot(payload: dict, summary: dict, path: Path) -> None:
