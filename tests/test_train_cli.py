@@ -143,6 +143,29 @@ def test_a_gbops_budget_plans_each_layers_bits_and_a_resumed_run_keeps_the_plan(
     assert json.loads((out / "summary.json").read_text())["layer_bits"] == planned
 
 
+def test_plan_prints_the_plan_train_would_make_without_training(tmp_path: Path, capsys) -> None:
+    """``uniq-quant plan`` takes train's flags, prints the table or JSON and writes nothing."""
+    flags = ["--dataset", "synthetic", "--gbops-budget", "0.07", "--bits-candidates", "2,4,8"]
+    assert main(["plan", *flags, "--out", str(tmp_path / "run")]) == 0
+    table = capsys.readouterr().out
+    assert "features.2.0" in table and "of a 0.0700 budget" in table
+
+    assert main(["plan", *flags, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["budget_gbops"] == 0.07 and len(plan["layers"]) == 3
+    assert {layer["bits"] for layer in plan["layers"]} <= {2, 4, 8}
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [([], "pass --gbops-budget"), (["--gbops-budget", "1e-6"], "below the cheapest plan")],
+)
+def test_plan_without_a_feasible_budget_exits_2(flags: list, message: str, caplog) -> None:
+    assert main(["plan", "--dataset", "synthetic", *flags]) == 2
+    assert message in caplog.records[-1].getMessage()
+
+
 def test_resume_without_a_run_is_refused(tmp_path: Path) -> None:
     """--resume of a folder with no checkpoint exits 2."""
     assert main(["train", *TINY, "--out", str(tmp_path / "none"), "--resume"]) == 2

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from uniq_quant import __version__
 
 # Each entry is a module of uniq_quant.commands with a ``register(subparsers)`` function.
-COMMANDS: tuple[str, ...] = ("train", "demo", "bops", "export", "eval", "plot")
+COMMANDS: tuple[str, ...] = ("train", "plan", "demo", "bops", "export", "eval", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:

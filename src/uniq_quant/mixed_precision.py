@@ -375,7 +375,12 @@ def plan_bits(
         for name, b in zip(planned, bits, strict=True)
     )
     plan = BitsPlan(layers, fixed / _GIGA, float(budget_gbops), widths, metric)
-    logger.info("bits plan:\n%s", plan.format_table())
+    logger.info(
+        "bits plan: %.4f GBOPs of a %.4f budget, %s",
+        plan.gbops,
+        budget_gbops,
+        ", ".join(f"{name} {bits}" for name, bits in plan.bits.items()),
+    )
     return plan
 
 

@@ -189,21 +189,56 @@ def _bits_plan(model: nn.Module, ctx: _Context, train_set, example: torch.Tensor
         return BitsPlan.from_dict(json.loads(path.read_text()))
     data = None
     if ctx.process.is_main:
-        s = ctx.settings
-        count = min(PLAN_SAMPLES, len(train_set))
-        picks = torch.linspace(0, len(train_set) - 1, count).long().tolist()
-        images = torch.stack([train_set[i][0] for i in picks]).to(ctx.process.device)
-        plan = plan_bits(
-            model,
-            ctx.quant_config,
-            example,
-            images.split(s.batch_size),
-            s.gbops_budget,
-            s.candidate_bits(),
-        )
+        plan = settings_plan(model, ctx.settings, train_set, example)
+        logger.info("bits plan, saved to %s:\n%s", path, plan.format_table())
         data = plan.to_dict()
         path.write_text(json.dumps(data, indent=2) + "\n")
     return BitsPlan.from_dict(distributed.broadcast_object(data, ctx.process))
+
+
+def plan_only(settings: TrainSettings) -> BitsPlan:
+    """The plan ``train`` would make with ``settings`` after its float phase, made now from the
+    ``--init`` checkpoint (or the untrained model, with a warning), without training."""
+    if settings.gbops_budget is None:
+        raise ValueError("planning needs a budget: pass --gbops-budget GBOPS (per image)")
+    process = distributed.start(settings.device)
+    try:
+        seed_everything(settings.seed)
+        size = settings.image_size
+        train_set, val_set, info = build_datasets(settings.dataset, settings.data, image_size=size)
+        recipe = model_recipe(settings.model, info.num_classes, info.in_channels, size)
+        model = build_model(**recipe).to(process.device)
+        if settings.init:
+            load_float_checkpoint(model, settings.init)
+        else:
+            logger.warning(
+                "no --init checkpoint: the plan measures an untrained model; pass the float "
+                "checkpoint the run will start from"
+            )
+        example = val_set[0][0][None].to(process.device)
+        config = settings.quant_config()
+        check_budget(model, config, example, settings.gbops_budget, settings.candidate_bits())
+        return settings_plan(model, settings, train_set, example)
+    finally:
+        distributed.stop(process)
+
+
+def settings_plan(
+    model: nn.Module, settings: TrainSettings, train_set, example: torch.Tensor
+) -> BitsPlan:
+    """``plan_bits`` for ``settings`` (budget, candidates, quantization) over ``PLAN_SAMPLES``
+    images of ``train_set`` spread evenly over it, on ``example``'s device."""
+    count = min(PLAN_SAMPLES, len(train_set))
+    picks = torch.linspace(0, len(train_set) - 1, count).long().tolist()
+    images = torch.stack([train_set[i][0] for i in picks]).to(example.device)
+    return plan_bits(
+        model,
+        settings.quant_config(),
+        example,
+        images.split(settings.batch_size),
+        settings.gbops_budget,
+        settings.candidate_bits(),
+    )
 
 
 def _float_phase(model: nn.Module, ctx: _Context, checkpoint: dict | None) -> None:
