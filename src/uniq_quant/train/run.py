@@ -122,7 +122,9 @@ def _train(settings: TrainSettings, process: Process) -> dict[str, Any]:
         (out / CONFIG).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
     logger.info("run folder: %s", out)
     state = RunState() if checkpoint is None else _restore_run_state(checkpoint)
-    context = _Context(settings, process, out, train_loader, val_loader, steps, state)
+    context = _Context(
+        settings, process, out, train_loader, val_loader, steps, state, settings.quant_config()
+    )
 
     # 2. float phase
     if state.epoch < settings.float_epochs:
@@ -143,7 +145,6 @@ def _train(settings: TrainSettings, process: Process) -> dict[str, Any]:
     if settings.gbops_budget is not None:
         plan = _bits_plan(model, context, train_set, example)
         context.quant_config = plan.apply(context.quant_config)
-        context.bits_plan = plan
     prepare(model, context.quant_config, example)
     schedule = _schedule(model, settings, steps)
     _uniq_phase(model, schedule, context, checkpoint)
@@ -172,12 +173,7 @@ class _Context:
     val_loader: Any
     steps: int
     state: RunState
-    quant_config: QuantConfig | None = None  # the settings' config, with a bits plan applied
-    bits_plan: BitsPlan | None = None
-
-    def __post_init__(self) -> None:
-        if self.quant_config is None:
-            self.quant_config = self.settings.quant_config()
+    quant_config: QuantConfig  # the settings' config, with the bits plan applied if any
 
 
 def _bits_plan(model: nn.Module, ctx: _Context, train_set, example: torch.Tensor) -> BitsPlan:
@@ -216,8 +212,6 @@ def plan_only(settings: TrainSettings) -> BitsPlan:
                 "checkpoint the run will start from"
             )
         example = val_set[0][0][None].to(process.device)
-        config = settings.quant_config()
-        check_budget(model, config, example, settings.gbops_budget, settings.candidate_bits())
         return settings_plan(model, settings, train_set, example)
     finally:
         distributed.stop(process)
