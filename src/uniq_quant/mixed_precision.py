@@ -352,10 +352,8 @@ def plan_bits(
 
     # 1. the layers to plan and what each costs at each width; what the others cost
     setup = _Setup.build(model, config, example_input, widths)
+    setup.require(budget_gbops)
     shadow, planned, fixed = setup.shadow, setup.planned, setup.fixed_bops
-    lowest, _ = setup.gbops_range()
-    if budget_gbops < lowest * (1 - 1e-12):
-        raise ValueError(_below_cheapest(budget_gbops, lowest, widths))
 
     # 2. how much each layer at each width moves the output, then the exact choice
     method = "kquantile" if config.fit == "gaussian" else "empirical"
@@ -369,7 +367,7 @@ def plan_bits(
             costs, [divergence[n] for n in planned], budget_gbops * _GIGA - fixed, resolution
         )
     except ValueError:  # a budget within rounding of the cheapest plan
-        raise ValueError(_below_cheapest(budget_gbops, lowest, widths)) from None
+        raise ValueError(setup.below_cheapest(budget_gbops)) from None
     layers = tuple(
         LayerChoice(name, b, setup.costs[name][b] / _GIGA, divergence[name][b])
         for name, b in zip(planned, bits, strict=True)
@@ -411,9 +409,7 @@ def check_budget(
     """
     _check_budget_value(budget_gbops)
     widths = _check_candidates(candidates)
-    lowest, _ = _Setup.build(model, config, example_input, widths).gbops_range()
-    if budget_gbops < lowest * (1 - 1e-12):
-        raise ValueError(_below_cheapest(budget_gbops, lowest, widths))
+    _Setup.build(model, config, example_input, widths).require(budget_gbops)
 
 
 @dataclass(frozen=True)
@@ -424,6 +420,7 @@ class _Setup:
     planned: list[str]
     costs: dict[str, dict[int, float]]
     fixed_bops: float
+    widths: tuple[int, ...]
 
     @classmethod
     def build(
@@ -435,12 +432,12 @@ class _Setup:
                 f"{type(example).__name__}"
             )
         names, order, _ = flow_order(model, config, example)
-        flow_names = [names[m] for m in order]
+        position = {names[m]: i for i, m in enumerate(order)}
         shadow = prepare(copy.deepcopy(model), config, example)
         planned = [
             name
             for name, _ in quantized_layers(shadow)
-            if not config.sets_bits(name, flow_names.index(name), len(flow_names))
+            if not config.sets_bits(name, position[name], len(order))
         ]
         if not planned:
             raise ValueError(
@@ -452,12 +449,25 @@ class _Setup:
         own = _layer_bops(shadow, shape)
         costs = {name: {b: price[b][name] for b in widths} for name in planned}
         fixed = sum(bops for name, bops in own.items() if name not in costs)
-        return cls(shadow, planned, costs, fixed)
+        return cls(shadow, planned, costs, fixed, widths)
 
     def gbops_range(self) -> tuple[float, float]:
         lowest = self.fixed_bops + sum(min(c.values()) for c in self.costs.values())
         highest = self.fixed_bops + sum(max(c.values()) for c in self.costs.values())
         return lowest / _GIGA, highest / _GIGA
+
+    def require(self, budget_gbops: float) -> None:
+        """Raise a ValueError that gives the cheapest plan when ``budget_gbops`` is below it."""
+        if budget_gbops < self.gbops_range()[0] * (1 - 1e-12):
+            raise ValueError(self.below_cheapest(budget_gbops))
+
+    def below_cheapest(self, budget_gbops: float) -> str:
+        return (
+            f"a budget of {budget_gbops!r} GBOPs is below the cheapest plan, "
+            f"{self.gbops_range()[0]:.4f} GBOPs with every planned layer at {self.widths[0]} "
+            "bits: raise the budget, offer fewer bits in the candidates or lower the activation "
+            "bits"
+        )
 
 
 def _check_budget_value(budget_gbops: object) -> None:
@@ -471,14 +481,6 @@ def _check_candidates(candidates: Sequence[int]) -> tuple[int, ...]:
     if not widths:
         raise ValueError("plan_bits needs at least one candidate width, e.g. (2, 3, 4, 6, 8)")
     return widths
-
-
-def _below_cheapest(budget_gbops: float, lowest: float, widths: tuple[int, ...]) -> str:
-    return (
-        f"a budget of {budget_gbops!r} GBOPs is below the cheapest plan, {lowest:.4f} GBOPs with "
-        f"every planned layer at {widths[0]} bits: raise the budget, offer fewer bits in the "
-        "candidates or lower the activation bits"
-    )
 
 
 def _layer_bops(model: nn.Module, shape: tuple[int, ...], bits: int | None = None) -> dict:
