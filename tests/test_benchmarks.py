@@ -105,7 +105,10 @@ def test_rounding_baseline_rounds_where_uniq_adds_noise() -> None:
 
 
 def test_mixed_bits_method_costs_no_more_than_the_uniform_bits() -> None:
-    """UNIQ mixed plans its layers' bits within the GBOPs of the job's uniform bits."""
+    """UNIQ and LSQ mixed plan their layers' bits within the GBOPs of the job's uniform bits,
+    LSQ from 2 bits up."""
+    from functools import partial
+
     import torch
     from torch import nn
 
@@ -114,7 +117,7 @@ def test_mixed_bits_method_costs_no_more_than_the_uniform_bits() -> None:
     sys.path.insert(0, str(BENCHMARKS))
     try:
         from methods.base import Job, gbops_at
-        from methods.ours import uniq_mixed
+        from methods.ours import lsq, uniq_mixed
     finally:
         sys.path.remove(str(BENCHMARKS))
 
@@ -123,10 +126,11 @@ def test_mixed_bits_method_costs_no_more_than_the_uniform_bits() -> None:
         return nn.Sequential(*layers, nn.Linear(8 * 4 * 4, 10))
 
     calibration = [torch.randn(16, 1, 8, 8) for _ in range(2)]
-    job = Job(3, 8, torch.randn(1, 1, 8, 8), calibration, steps=10)
-    prepared = uniq_mixed(network(), job)
+    job = Job(2, 8, torch.randn(1, 1, 8, 8), calibration, steps=10)
+    for build, lowest in ((uniq_mixed, 1), (partial(lsq, mixed=True), 2)):
+        prepared = build(network(), job)
 
-    assert prepared.gbops() <= gbops_at(network(), job) * (1 + 1e-12)
-    layers = [m for m in prepared.model.modules() if isinstance(m, QuantLayerMixin)]
-    bits = [layer.weight_quantizer.bits for layer in layers]
-    assert len(bits) == 3 and 1 <= prepared.bits() <= 8
+        assert prepared.gbops() <= gbops_at(network(), job) * (1 + 1e-12)
+        layers = [m for m in prepared.model.modules() if isinstance(m, QuantLayerMixin)]
+        bits = [layer.weight_quantizer.bits for layer in layers]
+        assert len(bits) == 3 and min(bits) >= lowest and lowest <= prepared.bits() <= 8

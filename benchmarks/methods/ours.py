@@ -18,7 +18,8 @@ Linear layer quantized. They differ only in how the weights are treated:
 * uniform STE, k-means STE: the same with the weight quantizer's codebook method swapped for
   ``uniform_symmetric`` (DoReFa-style: 2^b evenly spaced levels on [-max|w|, max|w|]) or
   ``kmeans`` (Lloyd's algorithm, refit at every step).
-* LSQ: a learned step per layer (``lsq``).
+* LSQ: a learned step per layer (``lsq``); LSQ mixed bits: the same at bits planned as for
+  UNIQ mixed bits but from 2 bits up (LSQ's signed grid has no 1-bit form).
 * post-training k-quantile / uniform: calibrate the activation ranges on a few training batches
   and convert; no fine-tuning.
 """
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from methods.base import Job, Method, Prepared
+from methods.lsq import MIN_BITS as LSQ_MIN_BITS
 from methods.lsq import LsqWeightQuantizer
 from uniq_quant import GradualSchedule, QuantConfig, WeightQuantizer, calibrate, convert, prepare
 from uniq_quant.bops import count_bops
@@ -121,17 +123,20 @@ def uniq(
 
 
 def uniq_mixed(model: nn.Module, job: Job) -> Prepared:
-    """UNIQ gradual at per-layer bits planned to cost what the job's uniform bits cost.
+    """UNIQ gradual at the per-layer bits of ``planned_bits``; ``bits`` reports the mean bits
+    per weight reached."""
+    result = uniq(model, job, layer_bits=planned_bits(model, job))
+    return dataclasses.replace(result, bits=lambda: mean_weight_bits(result.model))
 
-    ``plan_bits`` chooses from ``MIXED_CANDIDATES`` on the job's calibration batches, with the
-    budget the GBOPs of every layer at ``job.weight_bits``; ``bits`` reports the mean bits per
-    weight reached.
-    """
+
+def planned_bits(
+    model: nn.Module, job: Job, candidates: tuple[int, ...] = MIXED_CANDIDATES
+) -> dict[str, int]:
+    """``plan_bits`` from ``candidates`` on the job's calibration batches, with the budget the
+    GBOPs of every layer at ``job.weight_bits``: layer name -> bits."""
     config = QuantConfig(weight_bits=job.weight_bits, act_bits=job.act_bits)
     budget, _ = gbops_range(model, config, job.example, (job.weight_bits,))
-    plan = plan_bits(model, config, job.example, job.calibration, budget, MIXED_CANDIDATES)
-    result = uniq(model, job, layer_bits=plan.bits)
-    return dataclasses.replace(result, bits=lambda: mean_weight_bits(result.model))
+    return plan_bits(model, config, job.example, job.calibration, budget, candidates).bits
 
 
 def mean_weight_bits(model: nn.Module) -> float:
@@ -151,13 +156,23 @@ def straight_through(model: nn.Module, job: Job, codebook: str = "kquantile") ->
     return Prepared(model, gbops=lambda: ours_gbops(model, job), finish=lambda: convert(model))
 
 
-def lsq(model: nn.Module, job: Job) -> Prepared:
-    """Every layer's weight quantizer replaced by LSQ's; input quantizers in quant mode."""
-    model = prepared(model, job)
+def lsq(model: nn.Module, job: Job, mixed: bool = False) -> Prepared:
+    """Every layer's weight quantizer replaced by LSQ's; input quantizers in quant mode.
+
+    ``mixed``: at the per-layer bits of ``planned_bits`` from the candidates LSQ has a grid for
+    (2 bits and up; UNIQ mixed bits may also choose 1).
+    """
+    widths = tuple(b for b in MIXED_CANDIDATES if b >= LSQ_MIN_BITS)
+    model = prepared(model, job, overrides=planned_bits(model, job, widths) if mixed else {})
     for _, layer in quantized_layers(model):
-        layer.weight_quantizer = LsqWeightQuantizer(job.weight_bits, layer.weight)
+        layer.weight_quantizer = LsqWeightQuantizer(layer.weight_quantizer.bits, layer.weight)
         layer.mode = "quant"
-    return Prepared(model, gbops=lambda: ours_gbops(model, job), finish=lambda: model.eval())
+    return Prepared(
+        model,
+        gbops=lambda: ours_gbops(model, job),
+        finish=lambda: model.eval(),
+        bits=(lambda: mean_weight_bits(model)) if mixed else None,
+    )
 
 
 def post_training(model: nn.Module, job: Job, codebook: str = "kquantile") -> Prepared:
@@ -194,6 +209,7 @@ OUR_METHODS = (
         partial(straight_through, codebook="uniform_symmetric"),
     ),
     Method("lsq", "LSQ", "baseline", True, lsq),
+    Method("lsq-mixed", "LSQ mixed bits", "baseline", True, partial(lsq, mixed=True)),
     Method(
         "kmeans-ste", "k-means STE", "baseline", False, partial(straight_through, codebook="kmeans")
     ),
