@@ -17,6 +17,7 @@ from uniq_quant.mixed_precision import (
     gbops_range,
     layer_divergences,
     plan_bits,
+    weight_bits_label,
 )
 from uniq_quant.nn import QuantLayerMixin
 
@@ -277,3 +278,9 @@ def test_a_plan_applies_to_layer_names_that_look_like_patterns(setting):
 
     built = {name: m.weight_quantizer.bits for name, m in prepared.named_modules() if _q(m)}
     assert built == plan.bits == {"conv[a]": 8, "conv*": 8, "fc?": 8}
+
+
+def test_a_budget_run_is_labelled_mix_and_a_uniform_run_by_its_bits():
+    assert weight_bits_label({"weight_bits": 4, "gbops_budget": 0.05}) == "mix"
+    assert weight_bits_label({"weight_bits": 4, "gbops_budget": None}) == "4"
+    assert weight_bits_label({"weight_bits": 2}) == "2"

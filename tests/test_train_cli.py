@@ -142,6 +142,11 @@ def test_a_gbops_budget_plans_each_layers_bits_and_a_resumed_run_keeps_the_plan(
     assert "bits plan read from" in caplog.text
     assert json.loads((out / "summary.json").read_text())["layer_bits"] == planned
 
+    (out / "bits_plan.json").write_text('{"layers": "damaged"}')
+    assert main(["train", *flags, "--resume"]) == 2
+    assert "is not a bits plan" in caplog.records[-1].getMessage()
+    assert (out / "bits_plan.json").read_text() == '{"layers": "damaged"}'
+
 
 def test_plan_prints_the_plan_train_would_make_without_training(tmp_path: Path, capsys) -> None:
     """``uniq-quant plan`` takes train's flags, prints the table or JSON and writes nothing."""

@@ -149,6 +149,11 @@ def _exact_pattern(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
+def weight_bits_label(summary: Mapping[str, Any]) -> str:
+    """A run summary's weight bits for labels: ``weight_bits``, or ``mix`` for a budget plan."""
+    return "mix" if summary.get("gbops_budget") is not None else str(summary["weight_bits"])
+
+
 def choose_bits(
     costs: Sequence[Mapping[int, float]],
     divergences: Sequence[Mapping[int, float]],

@@ -31,6 +31,7 @@ except ImportError as error:  # matplotlib is an optional dependency of the figu
 
 from uniq_quant._validation import check_bits, check_weights
 from uniq_quant.functional import fit_codebook, gaussian_stats
+from uniq_quant.mixed_precision import weight_bits_label
 
 RUN_KEYS = ("model", "weight_bits", "act_bits", "quant_top1", "gbops")
 PEER_COLUMNS = ("label", "gbops", "top1")
@@ -95,11 +96,6 @@ def stage_boundaries(metrics: Sequence[Mapping[str, object]]) -> list[float]:
     ]
 
 
-def weight_label(run: dict) -> str:
-    """A run's weight bits for labels: its ``weight_bits``, or ``mix`` for a GBOPs-budget plan."""
-    return "mix" if run.get("gbops_budget") is not None else str(run["weight_bits"])
-
-
 def plot_accuracy_vs_gbops(
     runs: Sequence[Mapping[str, object]],
     path: str | Path,
@@ -133,7 +129,7 @@ def plot_accuracy_vs_gbops(
         top1 = [float(r["quant_top1"]) for r in points]
         ax.plot(gbops, top1, marker="o", label=model)
         for r, x, y in zip(points, gbops, top1, strict=True):
-            _annotate(ax, f"W{weight_label(r)}A{r['act_bits']}", x, y)
+            _annotate(ax, f"W{weight_bits_label(r)}A{r['act_bits']}", x, y)
 
     # 2. published points of other methods, grey crosses
     if peers_csv is not None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from uniq_quant.mixed_precision import weight_bits_label
 from uniq_quant.train.run import METRICS, SUMMARY
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,7 @@ class Run:
     def label(self) -> str:
         """``MODEL WxAy``, e.g. ``small_cnn W4A8`` (``WmixA8`` for a GBOPs-budget run)."""
         s = self.summary
-        weights = "mix" if s.get("gbops_budget") is not None else s["weight_bits"]
-        return f"{s['model']} W{weights}A{s['act_bits'] or FLOAT_ACT_BITS}"
+        return f"{s['model']} W{weight_bits_label(s)}A{s['act_bits'] or FLOAT_ACT_BITS}"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -182,7 +182,13 @@ def _bits_plan(model: nn.Module, ctx: _Context, train_set, example: torch.Tensor
     path = ctx.out / BITS_PLAN
     if path.is_file():
         logger.info("bits plan read from %s", path)
-        return BitsPlan.from_dict(json.loads(path.read_text()))
+        try:
+            return BitsPlan.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{path} is not a bits plan ({type(error).__name__}: {error}); restore it, or "
+                "move it away to plan the bits again"
+            ) from None
     data = None
     if ctx.process.is_main:
         plan = settings_plan(model, ctx.settings, train_set, example)
