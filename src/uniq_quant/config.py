@@ -37,6 +37,8 @@ class QuantConfig:
         per_channel: one distribution fit per output channel instead of per tensor.
         fit: ``gaussian`` (the paper's k-quantile) or ``empirical`` (the tensor's own quantiles).
         act_noise: inject uniform noise into activations of noisy layers instead of rounding.
+        learn_levels: frozen layers keep their codes and train their k levels (beyond the
+            paper; the paper's frozen layers are fixed).
         act_percentile: quantile of |x| tracked as each activation's clipping range.
         layer_types: which layer types to quantize, from ``LAYER_TYPES``.
         overrides: module-name pattern -> bits or ``"float"``; a pattern must match a layer.
@@ -49,12 +51,18 @@ class QuantConfig:
     per_channel: bool = False
     fit: str = "gaussian"
     act_noise: bool = False
+    learn_levels: bool = False
     act_percentile: float = 0.999
     layer_types: tuple[str, ...] = LAYER_TYPES
     overrides: Mapping[str, Bits] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_bits(self.weight_bits, what="QuantConfig.weight_bits")
+        for name in ("per_channel", "act_noise", "learn_levels"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(
+                    f"QuantConfig.{name} must be True or False, got {getattr(self, name)!r}"
+                )
         if self.act_bits is not None:
             check_bits(self.act_bits, ACT_BITS, "QuantConfig.act_bits (or None for float)")
         for name in ("first_layer_bits", "last_layer_bits"):

@@ -32,6 +32,7 @@ class QuantLayerMixin:
         fit: ``gaussian`` or ``empirical`` weight distribution fit.
         act_noise: in noise mode, inject noise into the input instead of rounding it.
         act_percentile: quantile of |input| tracked as the input's clipping range.
+        learn_levels: once frozen, train the weight levels (``WeightQuantizer``).
 
     Attributes:
         flow_index: position of the layer in data-flow order, set by ``prepare``.
@@ -49,10 +50,13 @@ class QuantLayerMixin:
         fit: str = "gaussian",
         act_noise: bool = False,
         act_percentile: float = 0.999,
+        learn_levels: bool = False,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.weight_quantizer = WeightQuantizer(weight_bits, per_channel, fit)
+        self.weight_quantizer = WeightQuantizer(
+            weight_bits, per_channel, fit, learn_levels=learn_levels, channels=self.weight.shape[0]
+        )
         self.input_quantizer = (
             None if act_bits is None else ActivationQuantizer(act_bits, percentile=act_percentile)
         )

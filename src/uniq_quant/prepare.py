@@ -93,6 +93,7 @@ def prepare(model: nn.Module, config: QuantConfig, example_input: object) -> nn.
             fit=config.fit,
             act_noise=config.act_noise,
             act_percentile=config.act_percentile,
+            learn_levels=config.learn_levels,
         )
         twin.flow_index = position
         twins[module] = twin

@@ -9,7 +9,8 @@ B_0..B_{N-1} (by default one block per layer, as the paper). In stage i:
 * blocks after i are in float mode and train as usual.
 Each layer's input quantizer follows its layer's mode. After the last stage every layer is
 frozen; an optional final phase of ``final_length`` trains what is still trainable (BatchNorm,
-biases, activation ranges). ``num_stages=1`` quantizes everything at once (the ablation).
+biases, activation ranges, and the levels of layers that learn them). ``num_stages=1``
+quantizes everything at once (the ablation).
 
 A stage lasts ``stage_length`` units, counted by ``epoch()`` or ``step()`` calls depending on
 ``unit``. The position is state: ``state_dict`` / ``load_state_dict`` resume a run exactly.

@@ -78,6 +78,11 @@ class PackedWeightQuantizer(nn.Module):
         return True
 
     @property
+    def effective_levels(self) -> torch.Tensor:
+        """The levels the codes decode to: ``levels`` (a file stores the levels as learned)."""
+        return self.levels
+
+    @property
     def codes(self) -> torch.Tensor:
         """The unpacked uint8 codes, shaped like the weight (computed on every access)."""
         return unpack_codes(self.packed, self.bits, math.prod(self.shape), self.shape)

@@ -113,7 +113,7 @@ def onnx_graph_model(model: nn.Module) -> nn.Module:
     graph_model = copy.deepcopy(model).eval()
     for _, layer in converted_layers(graph_model):
         quantizer = layer.weight_quantizer
-        layer.weight_quantizer = GatherWeight(quantizer.codes, quantizer.levels)
+        layer.weight_quantizer = GatherWeight(quantizer.codes, quantizer.effective_levels.detach())
         if layer.input_quantizer is not None:
             layer.input_quantizer = RoundToGrid(*layer.input_quantizer.range())
     return graph_model

@@ -192,7 +192,8 @@ def _packed_tensors(
     for name, layer in layers:
         quantizer = layer.weight_quantizer
         tensors[_key(name, CODES)] = pack_codes(quantizer.codes.cpu(), quantizer.bits)
-        tensors[_key(name, LEVELS)] = quantizer.levels.detach().cpu().contiguous().clone()
+        levels = quantizer.effective_levels.detach()
+        tensors[_key(name, LEVELS)] = levels.cpu().contiguous().clone()
         entries.append(_layer_entry(name, layer))
     return tensors, entries
 

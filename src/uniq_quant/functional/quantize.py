@@ -98,6 +98,26 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` in the forward pass (bit-exact), its gradient times ``scale`` in the backward pass."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x
+    return _ScaleGradient.apply(x, scale)
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Forward: the input unchanged; backward: the gradient times a constant."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
 def fake_quantize(
     w: torch.Tensor, bits: int, method: str = "kquantile", per_channel: bool = False
 ) -> torch.Tensor:

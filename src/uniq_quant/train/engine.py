@@ -37,10 +37,15 @@ class EpochStats:
 def build_optimizer(
     model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float
 ) -> torch.optim.Optimizer:
-    """SGD (Nesterov-free) or AdamW with weight decay on weights of two or more dimensions."""
+    """SGD (Nesterov-free) or AdamW with weight decay on weights of two or more dimensions.
+
+    Learned level shifts are not decayed, whatever their shape: a per-channel shift is (C, k),
+    and decaying it would pull the levels of some layers back and not of others.
+    """
     decay, no_decay = [], []
-    for param in model.parameters():
-        (decay if param.dim() > 1 else no_decay).append(param)
+    for name, param in model.named_parameters():
+        decayed = param.dim() > 1 and not name.endswith("level_shift")
+        (decay if decayed else no_decay).append(param)
     groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

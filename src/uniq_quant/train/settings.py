@@ -54,6 +54,7 @@ class TrainSettings:
     per_channel: bool = _opt(False, "quantization", "fit one distribution per output channel")
     fit: str = _opt("gaussian", "quantization", "weight distribution fit: gaussian or empirical")
     act_noise: bool = _opt(False, "quantization", "noise instead of rounding for noisy layers")
+    learn_levels: bool = _opt(False, "quantization", "frozen layers train their k weight levels")
     overrides: tuple[str, ...] = _opt((), "quantization", "PATTERN=BITS per layer, repeatable")
     gbops_budget: float | None = _opt(
         None, "quantization", "choose each layer's weight bits to fit this many GBOPs per image"
@@ -130,6 +131,7 @@ class TrainSettings:
             per_channel=self.per_channel,
             fit=self.fit,
             act_noise=self.act_noise,
+            learn_levels=self.learn_levels,
             overrides=parse_overrides(self.overrides),
         )
 
