@@ -9,6 +9,8 @@ Linear layer quantized. They differ only in how the weights are treated:
   steps train what is left (BatchNorm, biases) with every layer frozen.
 * UNIQ one-shot: the same with one block (every layer noisy at once).
 * UNIQ per-channel / empirical: gradual with a per-output-channel fit / the empirical fit.
+* UNIQ learned levels: gradual, and each frozen layer keeps its codes but trains its k levels
+  (``QuantConfig.learn_levels``) for the rest of the steps.
 * UNIQ mixed bits: gradual with each layer's bits chosen by ``plan_bits`` so that the network
   costs the GBOPs of the column's uniform bits (its cell gives the mean bits per weight).
 * k-quantile STE: every layer in quant mode from the first step, straight-through rounding,
@@ -94,14 +96,21 @@ def uniq(
     fit: str = "",
     rounding: bool = False,
     layer_bits: Mapping[str, int] | None = None,
+    learn_levels: bool = False,
 ) -> Prepared:
     """UNIQ fine-tuning under a step-counted GradualSchedule, converted at the end.
 
     ``rounding`` swaps each layer's noise for straight-through rounding (same schedule);
-    ``layer_bits`` (layer name -> bits) overrides the job's weight bits layer by layer.
+    ``layer_bits`` (layer name -> bits) overrides the job's weight bits layer by layer;
+    ``learn_levels`` trains the levels of frozen layers.
     """
     model = prepared(
-        model, job, per_channel=per_channel, fit=fit or "gaussian", overrides=layer_bits or {}
+        model,
+        job,
+        per_channel=per_channel,
+        fit=fit or "gaussian",
+        overrides=layer_bits or {},
+        learn_levels=learn_levels,
     )
     if rounding:
         for _, layer in quantized_layers(model):
@@ -192,6 +201,13 @@ OUR_METHODS = (
     Method("uniq-oneshot", "UNIQ one-shot", "UNIQ", False, partial(uniq, one_block=True)),
     Method("uniq-perchannel", "UNIQ per-channel", "UNIQ", False, partial(uniq, per_channel=True)),
     Method("uniq-empirical", "UNIQ empirical fit", "UNIQ", False, partial(uniq, fit="empirical")),
+    Method(
+        "uniq-learned",
+        "UNIQ learned levels",
+        "UNIQ",
+        False,
+        partial(uniq, learn_levels=True),
+    ),
     Method("uniq-mixed", "UNIQ mixed bits", "UNIQ", False, uniq_mixed),
     Method("kquantile-ste", "k-quantile STE", "baseline", False, straight_through),
     Method(
