@@ -26,6 +26,7 @@ import copy
 import json
 import logging
 import math
+import re
 import statistics
 import sys
 import time
@@ -54,6 +55,7 @@ MIXED_BITS = "uniq-mixed"  # UNIQ gradual at bits planned under the column's GBO
 UNIQ_REFERENCE = "uniq"  # the method the goals are checked for
 FLOAT_THREADS = 2  # intra-op threads of float training (reductions split by thread count)
 ROUNDING_TWIN = "kquantile-ste-gradual"  # UNIQ's schedule and quantizer, rounding for noise
+LEARNED_LEVELS = "uniq-learned"  # UNIQ gradual whose frozen layers train their levels
 _COLORS = (  # 14 distinguishable colors: UNIQ blues and greens, baselines warm, peers grey
     "#1f4e9c",
     "#3b8bd9",
@@ -113,7 +115,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     out = parser.add_argument_group("output")
     out.add_argument("--cache", type=Path, default=common.HERE / "cache", help="float models")
     out.add_argument("--out", type=Path, default=common.HERE / "results" / "accuracy.json")
-    out.add_argument("--figure", type=Path, help="default: accuracy_vs_gbops[-MODEL].png")
+    out.add_argument("--figure", type=Path, help="default: accuracy_vs_gbops[-MODEL or -TITLE].png")
     out.add_argument("--resume", action="store_true", help="reuse finished runs from --out")
     out.add_argument(
         "--report-only", action="store_true", help="redo RESULTS.md and the figure from --out"
@@ -130,16 +132,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--no-report", action="store_true", help="write neither RESULTS.md nor the figure"
     )
     out.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    out.add_argument(
+        "--title",
+        help="RESULTS.md heading of a section of its own (default: by model), for a grid on "
+        "float models other than those of the model's main section",
+    )
     args = parser.parse_args(argv)
     args.act_bits = [_act_bits(a, parser) for a in args.act_bits]
     if args.figure is None:
         suffix = "" if args.model == DEFAULT_MODEL else f"-{args.model}"
+        if args.title:
+            suffix = "-" + re.sub(r"[^a-z0-9]+", "-", args.title.lower()).strip("-")
         args.figure = common.HERE / f"accuracy_vs_gbops{suffix}.png"
     return args
 
 
-def section_title(model: str) -> str:
-    """The RESULTS.md heading of a grid on ``model``; the default model's is ``SECTION``."""
+def section_title(model: str, title: str | None = None) -> str:
+    """The RESULTS.md heading of a grid on ``model``; the default model's is ``SECTION``;
+    ``title`` (``--title``) names a section of its own."""
+    if title:
+        return title
     if model == DEFAULT_MODEL:
         return SECTION
     return f"Accuracy of {model}: UNIQ against baselines and peers"
@@ -439,6 +451,19 @@ def noise_against_rounding(summary: dict) -> list[str]:
     ]
 
 
+def learned_against_fixed(summary: dict) -> list[str]:
+    """Per data set and weight bits (8-bit activations): UNIQ gradual with learned levels
+    against UNIQ gradual, the same float models and schedule."""
+    return [
+        f"- {dataset} W{weight_bits}A8: learned {learned['mean']:.2f} ± {learned['std']:.2f}, "
+        f"fixed {fixed['mean']:.2f} ± {fixed['std']:.2f} "
+        f"({learned['mean'] - fixed['mean']:+.2f} points for learning the levels)"
+        for dataset, weight_bits, learned, fixed in _a8_pairs(
+            summary, LEARNED_LEVELS, UNIQ_REFERENCE
+        )
+    ]
+
+
 def mixed_against_uniform(summary: dict) -> list[str]:
     """Per data set and weight bits (8-bit activations): UNIQ with planned per-layer bits against
     UNIQ gradual at the column's uniform bits, at no more GBOPs; at 2 bits also against the best
@@ -600,7 +625,7 @@ def report(payload: dict, args: argparse.Namespace) -> str:
     failed = sorted({(r["label"], r["status"]) for r in runs if r["status"] != "ok"})
     seconds = sum(r.get("seconds", 0.0) for r in runs)
     lines = [
-        f"## {section_title(s['model'])} ({payload['date']})",
+        f"## {section_title(s['model'], args.title)} ({payload['date']})",
         "",
         "Command"
         + ("s, run in turn" if len(payload["commands"]) > 1 else "")
@@ -643,6 +668,15 @@ def report(payload: dict, args: argparse.Namespace) -> str:
             "float models, schedule and k-quantile quantizer with each stage's noise replaced by "
             "straight-through rounding:",
             *ablation,
+        ]
+    learned = learned_against_fixed(summary)
+    if learned:
+        lines += [
+            "",
+            "Learned against fixed levels: UNIQ learned levels (each frozen layer keeps its "
+            "codes and trains its k levels) against UNIQ gradual, the same float models and "
+            "schedule:",
+            *learned,
         ]
     mixed = mixed_against_uniform(summary)
     if mixed:
@@ -790,7 +824,7 @@ def write_report(payload: dict, args: argparse.Namespace) -> int:
     sys.stdout.write(text)
     if not args.no_report:
         plot(payload, summarize(payload["runs"]), args.figure)
-        title = section_title(payload["settings"]["model"])
+        title = section_title(payload["settings"]["model"], args.title)
         common.write_section(title, text)
         logger.info("wrote the section %r of %s", title, common.RESULTS_MD)
     return 0 if all(math.isfinite(r.get("top1", 0.0)) for r in payload["runs"]) else 1

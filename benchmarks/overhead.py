@@ -14,6 +14,9 @@ each model (ResNet-20 on 3 x 32 x 32, batch 32; torchvision ResNet-18 on 3 x 224
   W4A8), one step in each of its stages in turn (earlier layers frozen with cached codes and no
   weight gradient, the current layer noisy, later layers float); the stage switches are not
   timed (a real stage lasts many steps) and the sample is the mean step over the sweep;
+* ``uniq-gradual-learned``: the same with learned levels (``QuantConfig.learn_levels``): frozen
+  layers decode their codes at every step and pass a gradient to their levels, so their
+  convolutions compute a weight gradient again;
 * ``brevitas``, ``torchao``: the peers' QAT at W4A8 (see methods/peers.py);
 * ``diffq``: DiffQ at about 4 bits with its size penalty, float activations.
 Step time: all variants live in one process; each round runs every variant for a few steps in a
@@ -84,7 +87,17 @@ MODELS = {  # name -> (num_classes, input shape, training batch)
     "resnet20": (10, (3, 32, 32), 32),
     "tv:resnet18": (1000, (3, 224, 224), 8),
 }
-VARIANTS = ("float", "uniq", "uniq-w", "uniq-gradual", "brevitas", "torchao", "diffq")
+VARIANTS = (
+    "float",
+    "uniq",
+    "uniq-w",
+    "uniq-gradual",
+    "uniq-gradual-learned",
+    "brevitas",
+    "torchao",
+    "diffq",
+)
+GRADUAL = {"uniq-gradual": False, "uniq-gradual-learned": True}  # variant -> learned levels
 INFERENCE_ROWS = ("float", "converted", "loaded", "loaded-lazy", "onnx-float", "onnx-uniq")
 PEERS = {"brevitas": "brevitas", "torchao": "torchao", "diffq": "diffq"}  # variant -> method
 WEIGHT_BITS, ACT_BITS = 4, 8
@@ -177,8 +190,8 @@ def float_model(model_name: str) -> nn.Module:
 
 def build_trainer(model_name: str, variant: str) -> Trainer:
     """The model of ``variant`` with an AdamW optimizer, on the model's training batch."""
-    if variant == "uniq-gradual":
-        return build_gradual_trainer(model_name)
+    if variant in GRADUAL:
+        return build_gradual_trainer(model_name, learn_levels=GRADUAL[variant])
     images, labels = batch(model_name, setup(model_name)[3])
     model = float_model(model_name).train()
     penalty, attach = None, None
@@ -194,10 +207,10 @@ def build_trainer(model_name: str, variant: str) -> Trainer:
     return Trainer(model, optimizer, penalty, images, labels)
 
 
-def build_gradual_trainer(model_name: str) -> GradualTrainer:
+def build_gradual_trainer(model_name: str, learn_levels: bool = False) -> GradualTrainer:
     """The UNIQ W4A8 model under a one-block-per-layer schedule, with AdamW."""
     images, labels = batch(model_name, setup(model_name)[3])
-    config = QuantConfig(weight_bits=WEIGHT_BITS, act_bits=ACT_BITS)
+    config = QuantConfig(weight_bits=WEIGHT_BITS, act_bits=ACT_BITS, learn_levels=learn_levels)
     model = prepare(float_model(model_name).train(), config, images[:1])
     schedule = GradualSchedule(model, stage_length=1, unit="step")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -491,8 +504,10 @@ def report(payload: dict) -> str:
         "Variants: `uniq` = UNIQ noise mode on every layer at once (W4A8), `uniq-w` = the same "
         "with float activations, `uniq-gradual` = the mean step over the stages of the gradual "
         "schedule (one block per layer, W4A8: earlier layers frozen, the current one noisy, "
-        "later ones float), peers at W4A8 (DiffQ about 4 bits, float activations). Step = "
-        "forward, cross-entropy, backward, AdamW step on a fixed random batch. Memory = peak RSS "
+        "later ones float), `uniq-gradual-learned` = the same with learned levels (frozen "
+        "layers train their levels, so their weight gradient is computed), peers at W4A8 "
+        "(DiffQ about 4 bits, float activations). Step = forward, cross-entropy, backward, "
+        "AdamW step on a fixed random batch. Memory = peak RSS "
         "of a fresh process per variant over its training steps (VmHWM, reset after set-up), "
         "and its growth over the resident set before the first step. Inference: `converted` = "
         "the UNIQ model after `convert`, `loaded` / `loaded-lazy` = its packed file read by "
@@ -540,7 +555,7 @@ def report(payload: dict) -> str:
                 s = r["inference"][b][name]
                 cells += [f"{s['median_ms']:.2f}", f"{s['ratio']:.3f}"]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for v in ("uniq-gradual", "uniq", "uniq-w"):
+        for v in ("uniq-gradual", "uniq-gradual-learned", "uniq", "uniq-w"):
             if v in r["step"]:
                 ratio = r["step"][v]["ratio"]
                 verdict = "met" if ratio <= payload["goal"] else "NOT met"

@@ -134,3 +134,36 @@ def test_mixed_bits_method_costs_no_more_than_the_uniform_bits() -> None:
         layers = [m for m in prepared.model.modules() if isinstance(m, QuantLayerMixin)]
         bits = [layer.weight_quantizer.bits for layer in layers]
         assert len(bits) == 3 and min(bits) >= lowest and lowest <= prepared.bits() <= 8
+
+
+def test_accuracy_report_pairs_learned_with_fixed_levels_and_names_its_own_section() -> None:
+    """The report pairs UNIQ learned levels with UNIQ gradual cell by cell (8-bit activations
+    only), and ``--title`` gives a grid a section and a figure of its own."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import accuracy
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def cell(mean: float) -> dict:
+        return {"mean": mean, "std": 0.1}
+
+    summary = {
+        ("mnist", 8, 2, "uniq"): cell(98.0),
+        ("mnist", 8, 2, "uniq-learned"): cell(98.5),
+        ("mnist", None, 2, "uniq"): cell(97.0),
+        ("mnist", None, 2, "uniq-learned"): cell(99.0),
+        ("mnist", 8, 4, "uniq-learned"): cell(98.9),
+    }
+    lines = accuracy.learned_against_fixed(summary)
+    assert lines == [
+        "- mnist W2A8: learned 98.50 ± 0.10, fixed 98.00 ± 0.10 (+0.50 points for learning the "
+        "levels)"
+    ]
+
+    args = accuracy.parse_args(["--model", "resnet20", "--title", "Accuracy of resnet20: more"])
+    assert accuracy.section_title("resnet20", args.title) == "Accuracy of resnet20: more"
+    assert args.figure.name == "accuracy_vs_gbops-accuracy-of-resnet20-more.png"
+    assert accuracy.section_title("resnet20") == (
+        "Accuracy of resnet20: UNIQ against baselines and peers"
+    )
