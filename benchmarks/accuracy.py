@@ -110,6 +110,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="UNIQ: share of the steps with every layer frozen",
     )
     train.add_argument(
+        "--blocks",
+        type=int,
+        help="gradual UNIQ and its twins: blocks of consecutive layers (default: one per layer)",
+    )
+    train.add_argument(
         "--diffq-penalty", type=float, default=0.01, help="DiffQ: loss per bit per weight"
     )
     out = parser.add_argument_group("output")
@@ -139,6 +144,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.act_bits = [_act_bits(a, parser) for a in args.act_bits]
+    if args.blocks is not None and args.blocks < 1:
+        parser.error(f"--blocks must be a positive integer, got {args.blocks}")
     if args.figure is None:
         suffix = "" if args.model == DEFAULT_MODEL else f"-{args.model}"
         if args.title:
@@ -179,7 +186,15 @@ def settings_of(args: argparse.Namespace) -> dict:
         "final_fraction",
         "diffq_penalty",
     )
-    return {k: getattr(args, k) for k in keys}
+    settings = {k: getattr(args, k) for k in keys}
+    if args.blocks is not None:  # absent by default, so earlier result files still resume
+        settings["blocks"] = args.blocks
+    return settings
+
+
+def _blocks_text(settings: dict) -> str:
+    blocks = settings.get("blocks")
+    return "one block per layer" if blocks is None else f"{blocks} blocks of consecutive layers"
 
 
 def phase_steps(epochs: float, data: common.Data, args: argparse.Namespace) -> int:
@@ -246,7 +261,11 @@ def run_method(
         data.test.images[:1],
         calibration,
         steps,
-        {"final_fraction": args.final_fraction, "diffq_penalty": args.diffq_penalty},
+        {
+            "final_fraction": args.final_fraction,
+            "diffq_penalty": args.diffq_penalty,
+            "blocks": args.blocks,
+        },
     )
     start = time.perf_counter()
     prepared = method.build(copy.deepcopy(model), job)
@@ -648,7 +667,7 @@ def report(payload: dict, args: argparse.Namespace) -> str:
         + "; post-training methods calibrate on "
         f"{s['calibration_batches']} batches. Top-1 on the whole test split, mean ± sample "
         "std over seeds. Every Conv / Linear layer is quantized, the first and last included. "
-        "UNIQ gradual: one block per layer, equal step shares, the last "
+        f"UNIQ gradual: {_blocks_text(s)}, equal step shares, the last "
         f"{100 * s['final_fraction']:.0f}% of the steps with every layer frozen. "
         "GBOPs per image by `count_bops` at the bits of each column; a cell in brackets gives "
         "the mean bits per weight a method reached and its GBOPs: DiffQ's (bracketed to "

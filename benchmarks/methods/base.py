@@ -32,7 +32,7 @@ class Job:
     example: torch.Tensor
     calibration: Sequence[torch.Tensor] = ()
     steps: int = 0
-    options: Mapping[str, float] = field(default_factory=dict)
+    options: Mapping[str, float | None] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -4,8 +4,9 @@ Every method here starts from ``prepare(model, QuantConfig(weight_bits, act_bits
 layers, the same uniform input quantizers (their ranges tracked in training), every Conv and
 Linear layer quantized. They differ only in how the weights are treated:
 
-* UNIQ (gradual): GradualSchedule with one block per layer, counted in steps: each layer trains
-  with noise for an equal share of the steps, then is frozen; the last ``final_fraction`` of the
+* UNIQ (gradual): GradualSchedule with one block per layer (or the job's ``blocks`` blocks of
+  consecutive layers), counted in steps: each block trains with noise for an equal share of the
+  steps, then is frozen; the last ``final_fraction`` of the
   steps train what is left (BatchNorm, biases) with every layer frozen.
 * UNIQ one-shot: the same with one block (every layer noisy at once).
 * UNIQ per-channel / empirical: gradual with a per-output-channel fit / the empirical fit.
@@ -116,7 +117,8 @@ def uniq(
         for _, layer in quantized_layers(model):
             layer.weight_quantizer = RoundingWeightQuantizer(job.weight_bits)
     layers = len(list(quantized_layers(model)))
-    stages = 1 if one_block else layers
+    blocks = job.options.get("blocks") or layers  # the paper's default: one block per layer
+    stages = 1 if one_block else min(int(blocks), layers)
 
     # split the steps: equal noisy stages, then the rest with every layer frozen
     final = round(float(job.options.get("final_fraction", FINAL_FRACTION)) * job.steps)
