@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -747,6 +748,7 @@ def missing_parts(payload: dict, args: argparse.Namespace) -> list[str]:
             f"- the whole grid (3 seeds, both data sets, W2/3/4/8, A8 and float, every method), "
             f"reusing the runs above: `{command}`"
             + (f" (`--out {common.relative(args.out)}`)" if args.out != defaults.out else "")
+            + (f" (`--title {shlex.quote(args.title)}`)" if args.title else "")
         )
     return lines
 
