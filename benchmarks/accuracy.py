@@ -26,7 +26,6 @@ import copy
 import json
 import logging
 import math
-import re
 import shlex
 import statistics
 import sys
@@ -150,7 +149,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.figure is None:
         suffix = "" if args.model == DEFAULT_MODEL else f"-{args.model}"
         if args.title:
-            suffix = "-" + re.sub(r"[^a-z0-9]+", "-", args.title.lower()).strip("-")
+            suffix = "-" + common.slug(args.title)
         args.figure = common.HERE / f"accuracy_vs_gbops{suffix}.png"
     return args
 

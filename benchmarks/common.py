@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -190,6 +191,11 @@ def provenance(script: str, argv: Sequence[str], threads: int) -> dict[str, obje
         "revision": revision(),
         "threads": threads,
     }
+
+
+def slug(title: str) -> str:
+    """``title`` as a file-name part: lower-case words joined by hyphens."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
 def publish(title_prefix: str, text: str, write: bool) -> None:

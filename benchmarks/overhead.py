@@ -432,10 +432,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip the memory children")
     parser.add_argument("--no-report", action="store_true", help="do not write RESULTS.md")
     parser.add_argument(
-        "--out", type=Path, default=common.HERE / "results" / "overhead.json", help="raw JSON"
+        "--title",
+        default=SECTION,
+        help="RESULTS.md heading, for a run of some variants in a section of its own",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="raw JSON (default: results/overhead[-TITLE].json)"
     )
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "VARIANT"), help="internal")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.out is None:
+        suffix = "" if args.title == SECTION else "-" + common.slug(args.title)
+        args.out = common.HERE / "results" / f"overhead{suffix}.json"
+    return args
 
 
 def measure_model(model_name: str, args: argparse.Namespace, payload: dict) -> None:
@@ -493,7 +502,7 @@ def measure_model(model_name: str, args: argparse.Namespace, payload: dict) -> N
 def report(payload: dict) -> str:
     """The RESULTS.md section."""
     lines = [
-        f"## {SECTION} ({payload['date']})",
+        f"## {payload.get('title', SECTION)} ({payload['date']})",
         "",
         f"Command: `{payload['command']}`  ",
         f"Machine: {payload['machine']}, {payload['threads']} torch thread(s); the CPUs are "
@@ -586,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
 
     payload = {
         **common.provenance("overhead.py", argv, args.threads),
+        "title": args.title,
         "goal": args.goal,
         "not_run": {},
         "models": {},
@@ -598,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     for model_name in args.models:
         measure_model(model_name, args, payload)
         common.save_json(args.out, payload)
-    common.publish(SECTION, report(payload), write=not args.no_report)
+    common.publish(payload["title"], report(payload), write=not args.no_report)
     return 0
 
 

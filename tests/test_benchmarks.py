@@ -24,16 +24,18 @@ def _run(script: str, *args: str) -> str:
 
 
 def test_overhead_times_float_uniq_and_the_gradual_schedule(tmp_path: Path) -> None:
-    """One round of the step timing, the gradual sweep included, and the inference timing."""
+    """One round of the step timing, the gradual sweeps included (with and without learned
+    levels), and the inference timing."""
     out = tmp_path / "overhead.json"
     text = _run(
         "overhead.py",
         *("--models", "resnet20", "--variants", "float", "uniq", "uniq-gradual"),
+        "uniq-gradual-learned",
         *("--rounds", "1", "--steps", "1", "--warmup", "0", "--infer-rounds", "1"),
         *("--no-memory", "--no-report", "--goal", "100", "--out", str(out)),
     )
     step = json.loads(out.read_text())["models"]["resnet20"]["step"]
-    assert set(step) == {"float", "uniq", "uniq-gradual"}
+    assert set(step) == {"float", "uniq", "uniq-gradual", "uniq-gradual-learned"}
     assert step["float"]["ratio"] == 1.0
     assert all(s["ratio"] > 0 for s in step.values())
     assert "| uniq-gradual |" in text and "| converted |" in text and "| onnx-uniq |" in text
