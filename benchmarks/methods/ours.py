@@ -6,8 +6,8 @@ Linear layer quantized. They differ only in how the weights are treated:
 
 * UNIQ (gradual): GradualSchedule with one block per layer (or the job's ``blocks`` blocks of
   consecutive layers), counted in steps: each block trains with noise for an equal share of the
-  steps, then is frozen; the last ``final_fraction`` of the
-  steps train what is left (BatchNorm, biases) with every layer frozen.
+  steps, then is frozen; the last ``final_fraction`` of the steps train what is left
+  (BatchNorm, biases) with every layer frozen.
 * UNIQ one-shot: the same with one block (every layer noisy at once).
 * UNIQ per-channel / empirical: gradual with a per-output-channel fit / the empirical fit.
 * UNIQ learned levels: gradual, and each frozen layer keeps its codes but trains its k levels
