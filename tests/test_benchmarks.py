@@ -87,23 +87,27 @@ def test_accuracy_merge_adds_a_shard_once(tmp_path: Path) -> None:
 
 
 def test_rounding_baseline_rounds_where_uniq_adds_noise() -> None:
-    """The gradual straight-through baseline's noise mode is the quantizer with an identity
+    """The gradual straight-through baseline's current block is the quantizer with an identity
     gradient: its forward takes only the 2^b k-quantile levels, its gradient is all ones."""
     import torch
+    from torch import nn
+
+    from uniq_quant import quantized_layers
 
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        from methods.ours import RoundingWeightQuantizer
+        from methods.base import Job
+        from methods.ours import uniq
     finally:
         sys.path.remove(str(BENCHMARKS))
 
-    quantizer = RoundingWeightQuantizer(bits=2)
-    quantizer.mode = "noise"
-    w = torch.randn(64, 32, requires_grad=True)
-    out = quantizer(w)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    prepared = uniq(model, Job(2, 8, torch.randn(1, 1, 8, 8), steps=10), rounding=True)
+    layer = next(layer for _, layer in quantized_layers(prepared.model.train()))
+    out = layer.quantized_weight()
     out.sum().backward()
     assert out.unique().numel() == 4
-    assert torch.equal(w.grad, torch.ones_like(w))
+    assert torch.equal(layer.weight.grad, torch.ones_like(layer.weight))
 
 
 def test_mixed_bits_method_costs_no_more_than_the_uniform_bits() -> None:

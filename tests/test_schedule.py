@@ -185,3 +185,37 @@ def test_bad_arguments() -> None:
         GradualSchedule(_model(), unit="batch")
     with pytest.raises(RuntimeError, match="prepare"):
         GradualSchedule(nn.Linear(2, 2))
+
+
+def test_rounding_emulation_trains_the_current_block_on_its_quantized_weights() -> None:
+    """With emulation="rounding" the current block is in quant mode, not frozen: its forward
+    takes at most 2^b values that follow every weight update, its gradient is the identity."""
+    model = _model()
+    schedule = GradualSchedule(model, stage_length=1, emulation="rounding")
+    assert _modes(model) == ["quant", "float", "float", "float"]
+    layer = next(layer for _, layer in quantized_layers(model))
+    assert not layer.weight_quantizer.frozen and layer.weight.requires_grad
+
+    model.train()
+    before = layer.quantized_weight().detach().clone()
+    assert before.unique().numel() <= 2**3
+    layer.quantized_weight().sum().backward()
+    assert torch.equal(layer.weight.grad, torch.ones_like(layer.weight))
+    with torch.no_grad():
+        layer.weight.mul_(2)
+    assert torch.equal(layer.quantized_weight(), 2 * before)  # recomputed, not a stale cache
+
+    schedule.epoch()
+    assert _modes(model) == ["quant", "quant", "float", "float"]
+    assert layer.weight_quantizer.frozen and not layer.weight.requires_grad
+
+
+def test_a_schedule_saved_before_rounding_existed_resumes_as_noise() -> None:
+    """A state without ``emulation`` is a noise schedule; resuming it with rounding is refused."""
+    state = GradualSchedule(_model()).state_dict()
+    del state["emulation"]
+    GradualSchedule(_model()).load_state_dict(state)
+    with pytest.raises(ValueError, match="emulation='noise' but this one has 'rounding'"):
+        GradualSchedule(_model(), emulation="rounding").load_state_dict(state)
+    with pytest.raises(ValueError, match="'noise', 'rounding'"):
+        GradualSchedule(_model(), emulation="round")

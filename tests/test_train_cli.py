@@ -78,6 +78,26 @@ def test_train_writes_the_run_folder_contract(tmp_path: Path) -> None:
     assert saved["model"] == "small_cnn" and saved["max_steps_per_epoch"] == 4
 
 
+def test_rounding_with_learned_levels_runs_and_exports_the_levels_it_learned(
+    tmp_path: Path,
+) -> None:
+    """--emulation rounding --learn-levels: the run finishes, the checkpoint holds moved levels,
+    and the packed file stores levels + shift (what the checkpointed model decodes with)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    flags = ["--emulation", "rounding", "--learn-levels", "--optimizer", "adamw"]
+    assert main(["train", *TINY, *flags, "--out", str(out)]) == 0
+    _check_contract(out, epochs=1 + 3 + 1)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    packed = load_file(out / "model.safetensors")
+    shifts = {k: v for k, v in state.items() if k.endswith("level_shift")}
+    assert len(shifts) == 3 and all(v.any() for v in shifts.values())
+    for key, shift in shifts.items():
+        levels = key.replace("level_shift", "levels")
+        assert torch.equal(packed[levels], state[levels] + shift)
+
+
 def test_existing_run_folder_is_never_overwritten(tmp_path: Path) -> None:
     """A second run into a used folder exits 2 and leaves every file as it was."""
     out = tmp_path / "run"
@@ -101,6 +121,7 @@ def test_existing_run_folder_is_never_overwritten(tmp_path: Path) -> None:
         ["--gbops-budget", "1e-6"],
         ["--bits-candidates", "2,9"],
         ["--bits-candidates", "two"],
+        ["--emulation", "round"],
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, flags: list, caplog) -> None:

@@ -33,7 +33,6 @@ import dataclasses
 from collections.abc import Mapping
 from functools import partial
 
-import torch
 from torch import nn
 
 from methods.base import Job, Method, Prepared
@@ -41,7 +40,6 @@ from methods.lsq import MIN_BITS as LSQ_MIN_BITS
 from methods.lsq import LsqWeightQuantizer
 from uniq_quant import GradualSchedule, QuantConfig, WeightQuantizer, calibrate, convert, prepare
 from uniq_quant.bops import count_bops
-from uniq_quant.functional import straight_through as ste
 from uniq_quant.mixed_precision import gbops_range, plan_bits
 from uniq_quant.prepare import quantized_layers
 
@@ -63,19 +61,6 @@ class CodebookWeightQuantizer(WeightQuantizer):
     @property
     def method(self) -> str:
         return self._codebook_method
-
-
-class RoundingWeightQuantizer(WeightQuantizer):
-    """The package's weight quantizer with noise mode replaced by straight-through rounding.
-
-    In training, noise mode returns ``w + sg(Q(w) - w)`` (Q the k-quantile quantizer) instead of
-    the noisy weights; freezing, quant and float modes are the parent's.
-    """
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if self.mode == "noise" and self.training:
-            return ste(w, self._quantized(w))
-        return super().forward(w)
 
 
 def prepared(model: nn.Module, job: Job, **config: object) -> nn.Module:
@@ -101,7 +86,8 @@ def uniq(
 ) -> Prepared:
     """UNIQ fine-tuning under a step-counted GradualSchedule, converted at the end.
 
-    ``rounding`` swaps each layer's noise for straight-through rounding (same schedule);
+    ``rounding`` trains each block with straight-through rounding instead of noise (the
+    schedule's ``emulation="rounding"``);
     ``layer_bits`` (layer name -> bits) overrides the job's weight bits layer by layer;
     ``learn_levels`` trains the levels of frozen layers.
     """
@@ -113,9 +99,6 @@ def uniq(
         overrides=layer_bits or {},
         learn_levels=learn_levels,
     )
-    if rounding:
-        for _, layer in quantized_layers(model):
-            layer.weight_quantizer = RoundingWeightQuantizer(job.weight_bits)
     layers = len(list(quantized_layers(model)))
     blocks = job.options.get("blocks") or layers  # the paper's default: one block per layer
     stages = 1 if one_block else min(int(blocks), layers)
@@ -124,7 +107,8 @@ def uniq(
     final = round(float(job.options.get("final_fraction", FINAL_FRACTION)) * job.steps)
     stage_length = max(1, (job.steps - final) // stages)
     final = max(0, job.steps - stage_length * stages)
-    schedule = GradualSchedule(model, stages, stage_length, "step", final)
+    emulation = "rounding" if rounding else "noise"
+    schedule = GradualSchedule(model, stages, stage_length, "step", final, emulation)
     return Prepared(
         model,
         gbops=lambda: ours_gbops(model, job),

@@ -5,7 +5,9 @@ B_0..B_{N-1} (by default one block per layer, as the paper). In stage i:
 * blocks before i are quantized and frozen: codes cached, no weight gradient, so no optimizer
   update (torch optimizers skip parameters whose ``grad`` is None, momentum and weight decay
   included);
-* block i trains with noise injection (noise mode);
+* block i trains with noise injection (noise mode), or, with ``emulation="rounding"`` (beyond
+  the paper), with the k-quantile quantizer itself and a straight-through gradient (quant mode,
+  not frozen: the codes are recomputed after every update);
 * blocks after i are in float mode and train as usual.
 Each layer's input quantizer follows its layer's mode. After the last stage every layer is
 frozen; an optional final phase of ``final_length`` trains what is still trainable (BatchNorm,
@@ -30,6 +32,8 @@ from uniq_quant.prepare import quantized_layers
 logger = logging.getLogger(__name__)
 
 UNITS = ("epoch", "step")
+EMULATIONS = ("noise", "rounding")  # how the current block emulates its quantizer
+_STAGE_MODES = {"noise": "noise", "rounding": "quant"}
 
 
 class GradualSchedule:
@@ -41,6 +45,8 @@ class GradualSchedule:
         stage_length: epochs or steps per stage, >= 1.
         unit: ``"epoch"`` (advance on ``epoch()``) or ``"step"`` (advance on ``step()``).
         final_length: epochs or steps of the final all-quantized phase, >= 0.
+        emulation: ``"noise"`` (UNIQ) or ``"rounding"`` (straight-through k-quantile rounding)
+            for the current block.
 
     Example:
         >>> schedule = GradualSchedule(model, num_stages=4, stage_length=2)
@@ -56,6 +62,7 @@ class GradualSchedule:
         stage_length: int = 1,
         unit: str = "epoch",
         final_length: int = 0,
+        emulation: str = "noise",
     ) -> None:
         named = list(quantized_layers(model))
         if not named:
@@ -72,6 +79,7 @@ class GradualSchedule:
         _check_length(stage_length, "stage_length", minimum=1)
         _check_length(final_length, "final_length", minimum=0)
         self.unit = check_choice(unit, UNITS, "schedule unit")
+        self.emulation = check_choice(emulation, EMULATIONS, "schedule emulation")
         self.stage_length = stage_length
         self.final_length = final_length
         self.blocks = _split(named, num_stages)
@@ -118,12 +126,14 @@ class GradualSchedule:
             "stage_length": self.stage_length,
             "unit": self.unit,
             "final_length": self.final_length,
+            "emulation": self.emulation,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at ``state``'s position; the schedule's shape must match this one's."""
         mine = self.state_dict()
-        for key in ("blocks", "stage_length", "unit", "final_length"):
+        state = {"emulation": "noise", **state}  # saved before rounding existed
+        for key in ("blocks", "stage_length", "unit", "final_length", "emulation"):
             if state.get(key) != mine[key]:
                 raise ValueError(
                     f"the saved schedule has {key}={state.get(key)!r} but this one has "
@@ -152,9 +162,10 @@ class GradualSchedule:
                 layer.stage = index
                 if index < stage:
                     _freeze(layer)
-                else:
-                    layer.mode = "noise" if index == stage else "float"
-                    layer.weight.requires_grad_(True)
+                    continue
+                layer.mode = _STAGE_MODES[self.emulation] if index == stage else "float"
+                layer.weight_quantizer.unfreeze()  # rounding: quant mode, never a stale cache
+                layer.weight.requires_grad_(True)
 
 
 def _freeze(layer: QuantLayerMixin) -> None:

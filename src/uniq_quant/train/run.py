@@ -409,12 +409,12 @@ def _figures(model: nn.Module, ctx: _Context, gbops: float) -> None:
 
 
 def _schedule(model: nn.Module, settings: TrainSettings, steps: int) -> GradualSchedule:
-    if settings.stage_steps is not None:
-        return GradualSchedule(
-            model, settings.num_stages, settings.stage_steps, "step", settings.final_epochs * steps
-        )
+    s = settings
+    if s.stage_steps is not None:
+        final = s.final_epochs * steps
+        return GradualSchedule(model, s.num_stages, s.stage_steps, "step", final, s.emulation)
     return GradualSchedule(
-        model, settings.num_stages, settings.stage_epochs, "epoch", settings.final_epochs
+        model, s.num_stages, s.stage_epochs, "epoch", s.final_epochs, s.emulation
     )
 
 

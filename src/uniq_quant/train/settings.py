@@ -20,6 +20,7 @@ import yaml
 
 from uniq_quant._validation import check_choice
 from uniq_quant.config import FLOAT, QuantConfig
+from uniq_quant.schedule import EMULATIONS
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("cosine", "step")
@@ -67,6 +68,9 @@ class TrainSettings:
     stage_epochs: int = _opt(1, "schedule", "epochs per stage")
     stage_steps: int | None = _opt(None, "schedule", "steps per stage (overrides stage-epochs)")
     final_epochs: int = _opt(0, "schedule", "epochs with every layer quantized at the end")
+    emulation: str = _opt(
+        "noise", "schedule", "the current block trains with noise (UNIQ) or rounding (STE)"
+    )
 
     # optimization
     optimizer: str = _opt("sgd", "optimization", "sgd or adamw")
@@ -94,6 +98,7 @@ class TrainSettings:
         check_choice(self.optimizer, OPTIMIZERS, "--optimizer")
         check_choice(self.lr_schedule, LR_SCHEDULES, "--lr-schedule")
         check_choice(self.device, DEVICES, "--device")
+        check_choice(self.emulation, EMULATIONS, "--emulation")
         for name in ("batch_size", "stage_epochs", "log_every"):
             _check_int(getattr(self, name), f"--{_flag(name)}", minimum=1)
         for name in ("workers", "float_epochs", "final_epochs", "seed"):
