@@ -212,3 +212,19 @@ def test_resume_from_state_dicts_continues_exactly() -> None:
     x = torch.randn(4, 1, 8, 8)
     assert torch.equal(model.eval()(x), other.eval()(x))
     assert all(layer.weight_quantizer.level_shift.any() for _, layer in _layers(other))
+
+
+def test_evaluation_decodes_once_until_the_shift_changes(monkeypatch) -> None:
+    """Without gradient the learned weight is looked up once and reused; an update of the shift
+    (an optimizer step) makes the next call look it up again, with the new levels."""
+    from uniq_quant.quantizers import weight as weight_module
+
+    quantizer = _frozen()
+    calls = []
+    real = weight_module.dequantize
+    monkeypatch.setattr(weight_module, "dequantize", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        first = quantizer(torch.zeros(6, 5))
+        assert torch.equal(quantizer(torch.zeros(6, 5)), first) and len(calls) == 1
+        quantizer.level_shift.add_(0.25)
+        assert torch.equal(quantizer(torch.zeros(6, 5)), first + 0.25) and len(calls) == 2

@@ -7,7 +7,8 @@ Modes (``MODES``):
   quantizes, so evaluating a model mid-training measures what deployment will compute.
 * ``quant``: k-quantile quantization with a straight-through gradient; after ``freeze(w)`` the
   codes and levels are computed once and cached in buffers, and so is the decoded weight
-  (a non-persistent buffer): a frozen forward does no quantization work at all.
+  (a non-persistent buffer): a frozen forward does no quantization work at all (with learned
+  levels, a training forward looks the codes up again: the levels change at every step).
 
 Unfrozen quantization is cached too, keyed by the weight tensor's identity and its in-place
 version counter: evaluating a model mid-training quantizes each weight once, not once per batch,
@@ -114,7 +115,7 @@ class WeightQuantizer(nn.Module):
         levels are learned; (k,) or (C_out, k); None while not frozen."""
         if self.levels is None or self.level_shift is None:
             return self.levels
-        return self.levels + self.level_shift.to(self.levels.dtype)
+        return self._shifted_levels(self.level_shift)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """Effective weight, shaped like ``w``."""
@@ -152,24 +153,43 @@ class WeightQuantizer(nn.Module):
                 self.level_shift.zero_()
 
     def _learned_weight(self) -> torch.Tensor:
-        """levels[codes] + level_shift[codes], the shift's gradient scaled by sqrt(k / N)."""
-        group = self.codes[0].numel() if self.per_channel else self.codes.numel()
-        shift = scale_gradient(self.level_shift, math.sqrt(2**self.bits / group))
-        return dequantize(self.codes, self.levels + shift.to(self.levels.dtype))
+        """levels[codes] + level_shift[codes], the shift's gradient scaled by sqrt(k / N).
+
+        Without a gradient to compute (evaluation, a converted model) the decoded weight is
+        cached until the shift changes, so inference does no look-up per call.
+        """
+        if torch.is_grad_enabled() and self.level_shift.requires_grad:
+            group = self.codes[0].numel() if self.per_channel else self.codes.numel()
+            shift = scale_gradient(self.level_shift, math.sqrt(2**self.bits / group))
+            return dequantize(self.codes, self._shifted_levels(shift))
+        with torch.no_grad():
+            return self._cached(
+                self.level_shift, lambda: dequantize(self.codes, self.effective_levels)
+            )
+
+    def _shifted_levels(self, shift: torch.Tensor) -> torch.Tensor:
+        return self.levels + shift.to(self.levels.dtype)
 
     @torch.no_grad()
     def _quantized(self, w: torch.Tensor) -> torch.Tensor:
-        """dequantize(quantize(w)), recomputed only when ``w`` changed since the last call.
+        """dequantize(quantize(w)), recomputed only when ``w`` changed since the last call."""
+        return self._cached(
+            w, lambda: dequantize(*quantize(w.detach(), self.bits, self.method, self.per_channel))
+        )
+
+    def _cached(self, source: torch.Tensor, compute) -> torch.Tensor:
+        """``compute()``, recomputed only when ``source`` (its identity, storage or in-place
+        version) changed since the last call; ``_cache`` is dropped with every mode change.
 
         Under ``torch.compile`` it is recomputed at every call: the cache key is Python state
         that would recompile the graph for each layer.
         """
         if torch.compiler.is_compiling():
-            return dequantize(*quantize(w.detach(), self.bits, self.method, self.per_channel))
-        key = (id(w), w.data_ptr(), w._version, tuple(w.shape), w.dtype, w.device)
+            return compute()
+        s = source
+        key = (id(s), s.data_ptr(), s._version, tuple(s.shape), s.dtype, s.device)
         if self._cache is None or self._cache[0] != key:
-            codes, levels = quantize(w.detach(), self.bits, self.method, self.per_channel)
-            self._cache = (key, dequantize(codes, levels))
+            self._cache = (key, compute())
         return self._cache[1]
 
     def extra_repr(self) -> str:
