@@ -146,12 +146,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.act_bits = [_act_bits(a, parser) for a in args.act_bits]
     if args.blocks is not None and args.blocks < 1:
         parser.error(f"--blocks must be a positive integer, got {args.blocks}")
+    return args
+
+
+def adopt_section(args: argparse.Namespace, payload: dict) -> bool:
+    """Settle the RESULTS.md section and the figure of the grid in ``payload``: as given on the
+    command line, else as the file recorded them, else by model. Recorded in ``payload``, so a
+    later --report-only, --resume or --merge of the file writes the same section, never the
+    model's main one. Returns True when ``payload`` changed."""
+    before = (payload.get("title"), payload.get("figure"))
+    args.title = args.title or payload.get("title")
+    if args.figure is None and payload.get("figure"):
+        args.figure = common.HERE.parent / payload["figure"]
     if args.figure is None:
         suffix = "" if args.model == DEFAULT_MODEL else f"-{args.model}"
         if args.title:
             suffix = "-" + common.slug(args.title)
         args.figure = common.HERE / f"accuracy_vs_gbops{suffix}.png"
-    return args
+    if args.title:
+        payload["title"] = args.title
+        payload["figure"] = common.relative(args.figure)
+    return (payload.get("title"), payload.get("figure")) != before
 
 
 def section_title(model: str, title: str | None = None) -> str:
@@ -761,10 +776,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     if args.report_only:
-        return write_report(json.loads(args.out.read_text()), args)
+        payload = json.loads(args.out.read_text())
+        if adopt_section(args, payload):
+            common.save_json(args.out, payload)
+        return write_report(payload, args)
     if args.merge:
         payload = json.loads(args.out.read_text())
+        adopted = adopt_section(args, payload)
         added = sum(merge(payload, json.loads(path.read_text()), path) for path in args.merge)
+        if adopted and not added:
+            common.save_json(args.out, payload)
         if added:
             payload["commands"].append(common.command_line("accuracy.py", argv))
             payload["revisions"] = [*payload.get("revisions", []), common.revision()]
@@ -797,10 +818,12 @@ def main(argv: list[str] | None = None) -> int:
             payload["commands"] = previous["commands"] + payload["commands"]
             payload["revisions"] = previous.get("revisions", []) + payload["revisions"]
             payload["wall_seconds"] = previous["wall_seconds"]
+            payload.update({k: previous[k] for k in ("title", "figure") if k in previous})
             logger.info("resuming: %d finished runs reused", len(payload["runs"]))
         else:
             logger.warning("--resume: %s has other settings; starting afresh", args.out)
 
+    adopt_section(args, payload)
     start = time.perf_counter()
     run_grid(args, payload)
     payload["wall_seconds"] += time.perf_counter() - start

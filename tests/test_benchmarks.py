@@ -144,7 +144,7 @@ def test_mixed_bits_method_costs_no_more_than_the_uniform_bits() -> None:
 
 def test_accuracy_report_pairs_learned_with_fixed_levels_and_names_its_own_section() -> None:
     """The report pairs UNIQ learned levels with UNIQ gradual cell by cell (8-bit activations
-    only), and ``--title`` gives a grid a section and a figure of its own."""
+    only), and ``--title`` gives a grid a section and a figure of its own, which its file keeps."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
         import accuracy
@@ -168,8 +168,15 @@ def test_accuracy_report_pairs_learned_with_fixed_levels_and_names_its_own_secti
     ]
 
     args = accuracy.parse_args(["--model", "resnet20", "--title", "Accuracy of resnet20: more"])
+    payload: dict = {}
+    assert accuracy.adopt_section(args, payload)
     assert accuracy.section_title("resnet20", args.title) == "Accuracy of resnet20: more"
     assert args.figure.name == "accuracy_vs_gbops-accuracy-of-resnet20-more.png"
+
+    # the file remembers its section: a later report of it without --title writes the same one
+    later = accuracy.parse_args(["--model", "resnet20", "--report-only"])
+    assert not accuracy.adopt_section(later, payload)
+    assert later.title == "Accuracy of resnet20: more" and later.figure == args.figure
     assert accuracy.section_title("resnet20") == (
         "Accuracy of resnet20: UNIQ against baselines and peers"
     )
