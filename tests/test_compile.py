@@ -100,3 +100,60 @@ def test_lazily_loaded_model_traces_to_one_graph_and_matches_eager(tmp_path) -> 
     torch._dynamo.reset()
     with torch.no_grad():
         assert torch.equal(torch.compile(lazy, backend="aot_eager")(x), lazy(x))
+
+
+def test_compiled_learned_levels_train_like_eager() -> None:
+    """A frozen layer's learned levels (codes looked up, the shift's gradient scaled) trace to
+    one graph, and compiled outputs and level gradients equal eager's (float activations: no
+    rounding tie can flip)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 28, 28)
+    config = uq.QuantConfig(2, act_bits=None, learn_levels=True)
+    model = uq.prepare(build_model("small_cnn", 10, 1), config, x)
+    for _, layer in quantized_layers(model):
+        layer.freeze()
+    with torch.no_grad():
+        for _, layer in quantized_layers(model):
+            layer.weight_quantizer.level_shift.normal_(std=0.01)
+    assert _graph_breaks(model.train(), x) == []
+
+    def run(module: torch.nn.Module) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        out = module(x)
+        (out * torch.arange(out.numel()).reshape(out.shape)).sum().backward()
+        shifts = [layer.weight_quantizer.level_shift for _, layer in quantized_layers(model)]
+        return out.detach(), [shift.grad.clone() for shift in shifts]
+
+    eager, eager_grads = run(model)
+    torch._dynamo.reset()
+    compiled, compiled_grads = run(torch.compile(model, backend="aot_eager"))
+    assert torch.allclose(compiled, eager, rtol=0, atol=1e-5)
+    assert all(g.abs().sum() > 0 for g in eager_grads)
+    for c, e in zip(compiled_grads, eager_grads, strict=True):
+        assert torch.allclose(c, e, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_rounding_stage_trains_like_eager() -> None:
+    """The current block of a rounding schedule (quant mode, not frozen: the codes recomputed
+    at every call) traces to one graph with the eager weight gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 28, 28)
+    model = uq.prepare(build_model("small_cnn", 10, 1), uq.QuantConfig(2, act_bits=None), x)
+    schedule = uq.GradualSchedule(model, num_stages=2, unit="step", emulation="rounding")
+    current = [layer for name, layer in quantized_layers(model) if name in schedule.stage_names(0)]
+    assert current and all(not layer.weight_quantizer.frozen for layer in current)
+    assert _graph_breaks(model.train(), x) == []
+
+    def run(module: torch.nn.Module) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        out = module(x)
+        (out * torch.arange(out.numel()).reshape(out.shape)).sum().backward()
+        return out.detach(), [layer.weight.grad.clone() for layer in current]
+
+    eager, eager_grads = run(model)
+    torch._dynamo.reset()
+    compiled, compiled_grads = run(torch.compile(model, backend="aot_eager"))
+    assert torch.allclose(compiled, eager, rtol=0, atol=1e-5)
+    assert all(g.abs().sum() > 0 for g in eager_grads)
+    for c, e in zip(compiled_grads, eager_grads, strict=True):
+        assert torch.allclose(c, e, rtol=1e-5, atol=1e-4)

@@ -268,10 +268,8 @@ def test_a_recipes_gbops_budget_fits_its_model_on_its_images(recipe: Path) -> No
     assert settings.gbops_budget < dearest
 
 
-def test_ddp_two_cpu_processes_keep_weights_identical(tmp_path: Path) -> None:
-    """torchrun with 2 gloo processes: ranks end bit-identical and the contract holds; the bits
-    plan of a GBOPs budget, made on rank 0, reaches both ranks."""
-    out = tmp_path / "ddp"
+def _torchrun_train(out: Path, *options: str) -> dict:
+    """``uniq-quant train`` on TINY under torchrun with 2 gloo processes; its summary."""
     command = [
         sys.executable,
         "-m",
@@ -279,13 +277,12 @@ def test_ddp_two_cpu_processes_keep_weights_identical(tmp_path: Path) -> None:
         "--nproc-per-node",
         "2",
         "--master-port",
-        str(29500 + os.getpid() % 1000),
+        str(29500 + (os.getpid() + len(options)) % 1000),
         "-m",
         "uniq_quant",
         "train",
         *TINY,
-        "--gbops-budget",
-        "0.07",
+        *options,
         "--out",
         str(out),
     ]
@@ -293,8 +290,26 @@ def test_ddp_two_cpu_processes_keep_weights_identical(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _check_contract(out, epochs=5)
     assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    return summary
+
+
+def test_ddp_two_cpu_processes_keep_weights_identical(tmp_path: Path) -> None:
+    """torchrun with 2 gloo processes: ranks end bit-identical and the contract holds; the bits
+    plan of a GBOPs budget, made on rank 0, reaches both ranks."""
+    out = tmp_path / "ddp"
+    summary = _torchrun_train(out, "--gbops-budget", "0.07")
     plan = json.loads((out / "bits_plan.json").read_text())
     assert summary["layer_bits"] == {layer["name"]: layer["bits"] for layer in plan["layers"]}
+
+
+def test_ddp_trains_learned_levels_under_rounding_in_sync(tmp_path: Path) -> None:
+    """Under DDP, rounding stages and learned levels (a Parameter unused until its layer
+    freezes) train: ranks end bit-identical, level shifts included, and every shift moved."""
+    out = tmp_path / "ddp"
+    _torchrun_train(out, "--learn-levels", "--emulation", "rounding")
+    state = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    shifts = {k: v for k, v in state.items() if k.endswith("level_shift")}
+    assert len(shifts) == 3 and all(v.abs().sum() > 0 for v in shifts.values())
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
