@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import torch
-from methods import METHODS, Job, Method, available
+from methods import METHODS, Job, Method, Prepared, available
 from torch import nn
 
 from uniq_quant.bops import count_bops
@@ -262,6 +262,31 @@ def run_method(
     args: argparse.Namespace,
 ) -> dict:
     """Quantize a copy of ``model`` with ``method``, fine-tune, evaluate; one result record."""
+    start = time.perf_counter()
+    prepared, loss = fine_tune(method, model, data, seed, weight_bits, act_bits, args)
+    final = prepared.finished()
+    seconds = time.perf_counter() - start
+    return {
+        "top1": common.evaluate(final, data.test),
+        "gbops": prepared.gbops(),
+        "bits_reached": weight_bits if prepared.bits is None else prepared.bits(),
+        "steps": phase_steps(args.epochs, data, args) if prepared.trains else 0,
+        "final_loss": loss,
+        "seconds": seconds,
+    }
+
+
+def fine_tune(
+    method: Method,
+    model: nn.Module,
+    data: common.Data,
+    seed: int,
+    weight_bits: int,
+    act_bits: int | None,
+    args: argparse.Namespace,
+) -> tuple[Prepared, float | None]:
+    """A copy of ``model`` quantized by ``method`` and fine-tuned as the protocol says (not yet
+    finished), and its last training loss (None for post-training methods)."""
     torch.manual_seed(seed)
     steps = phase_steps(args.epochs, data, args)
     calibration = [
@@ -282,35 +307,25 @@ def run_method(
             "blocks": args.blocks,
         },
     )
-    start = time.perf_counter()
     prepared = method.build(copy.deepcopy(model), job)
-    loss = None
-    if prepared.trains:
-        settings = common.TrainSettings(steps, args.batch_size, args.lr)
-        optimizer, _ = common.make_optimizer(prepared.model, settings)
-        if prepared.attach is not None:
-            prepared.attach(optimizer)
-        lr_schedule = common.schedule_for(optimizer, settings)  # after attach: all groups
-        loss = common.train_steps(
-            prepared.model,
-            data.train,
-            optimizer,
-            lr_schedule,
-            settings,
-            seed,
-            prepared.penalty,
-            prepared.after_step,
-        )
-    final = prepared.finished()
-    seconds = time.perf_counter() - start
-    return {
-        "top1": common.evaluate(final, data.test),
-        "gbops": prepared.gbops(),
-        "bits_reached": weight_bits if prepared.bits is None else prepared.bits(),
-        "steps": steps if prepared.trains else 0,
-        "final_loss": loss,
-        "seconds": seconds,
-    }
+    if not prepared.trains:
+        return prepared, None
+    settings = common.TrainSettings(steps, args.batch_size, args.lr)
+    optimizer, _ = common.make_optimizer(prepared.model, settings)
+    if prepared.attach is not None:
+        prepared.attach(optimizer)
+    lr_schedule = common.schedule_for(optimizer, settings)  # after attach: all groups
+    loss = common.train_steps(
+        prepared.model,
+        data.train,
+        optimizer,
+        lr_schedule,
+        settings,
+        seed,
+        prepared.penalty,
+        prepared.after_step,
+    )
+    return prepared, loss
 
 
 def cell_key(record: dict) -> tuple:

@@ -98,6 +98,27 @@ def test_rounding_with_learned_levels_runs_and_exports_the_levels_it_learned(
         assert torch.equal(packed[levels], state[levels] + shift)
 
 
+@pytest.mark.parametrize("batches", ["0", "3"])
+def test_batchnorm_statistics_are_reestimated_once_every_layer_is_frozen(
+    tmp_path: Path, batches: str
+) -> None:
+    """One noisy stage and no final phase: the exported statistics are the last checkpoint's
+    (those of training with noise) with --bn-batches 0, re-estimated ones otherwise."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    flags = ["--num-stages", "1", "--final-epochs", "0", "--bn-batches", batches]
+    assert main(["train", *TINY, *flags, "--out", str(out)]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    packed = load_file(out / "model.safetensors")
+    keys = [k for k in state if k.endswith(("running_mean", "running_var"))]
+    assert keys
+    same = [torch.equal(packed[k], state[k]) for k in keys]
+    assert all(same) if batches == "0" else not any(same)
+    tracked = [k for k in state if k.endswith("num_batches_tracked")]
+    assert all(int(packed[k]) == (int(state[k]) if batches == "0" else 3) for k in tracked)
+
+
 def test_existing_run_folder_is_never_overwritten(tmp_path: Path) -> None:
     """A second run into a used folder exits 2 and leaves every file as it was."""
     out = tmp_path / "run"
@@ -122,6 +143,7 @@ def test_existing_run_folder_is_never_overwritten(tmp_path: Path) -> None:
         ["--bits-candidates", "2,9"],
         ["--bits-candidates", "two"],
         ["--emulation", "round"],
+        ["--bn-batches", "-1"],
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, flags: list, caplog) -> None:

@@ -10,6 +10,7 @@ Modules:
     nn: QuantConv1d, QuantConv2d and QuantLinear, drop-in subclasses of the torch layers.
     config: QuantConfig, the validated settings of prepare.
     prepare: prepare (swap in quantized layers), calibrate (ranges) and convert (freeze).
+    batchnorm: reestimate_batchnorm, BatchNorm statistics recomputed for the frozen weights.
     schedule: GradualSchedule, block-by-block quantize-and-freeze in data-flow order.
     report: a per-layer table of a prepared model.
     bops: count_bops, the paper's bit-operation count per layer and per model.
@@ -21,6 +22,7 @@ Modules:
     cli, commands: the ``uniq-quant`` command line, one module per subcommand.
 """
 
+from uniq_quant.batchnorm import reestimate_batchnorm
 from uniq_quant.config import QuantConfig
 from uniq_quant.export import export_onnx, load_quantized, save_quantized
 from uniq_quant.functional import dequantize, fake_quantize, inject_noise, quantize
@@ -56,5 +58,6 @@ __all__ = [
     "prepare",
     "quantize",
     "quantized_layers",
+    "reestimate_batchnorm",
     "save_quantized",
 ]

@@ -142,7 +142,7 @@ def calibrate(model: nn.Module, batches: Iterable[object]) -> nn.Module:
     quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
     if not quantizers:
         raise RuntimeError("calibrate() found no activation quantizer: prepare() the model first")
-    with _modes_restored(model):
+    with modes_restored(model):
         model.eval()
         for quantizer in quantizers:
             quantizer.train()
@@ -189,7 +189,7 @@ def _trace(
 
     handles = [m.register_forward_pre_hook(record) for m in candidates]
     try:
-        with _modes_restored(model):
+        with modes_restored(model):
             model.eval()
             model(*args)
     finally:
@@ -201,7 +201,7 @@ def _trace(
 
 
 @contextlib.contextmanager
-def _modes_restored(model: nn.Module) -> Iterator[None]:
+def modes_restored(model: nn.Module) -> Iterator[None]:
     """Restore every submodule's train / eval flag on exit."""
     modes = {m: m.training for m in model.modules()}
     try:

@@ -64,6 +64,15 @@ def all_sum(values: list[float], process: Process) -> list[float]:
     return tensor.tolist()
 
 
+def average_tensors(tensors: list[torch.Tensor], process: Process) -> None:
+    """Replace each tensor, in place, by its mean over all processes."""
+    if not process.distributed:
+        return
+    for tensor in tensors:
+        dist.all_reduce(tensor)
+        tensor.div_(process.world_size)
+
+
 def barrier(process: Process) -> None:
     """Wait for every process."""
     if process.distributed:

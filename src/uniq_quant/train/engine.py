@@ -1,4 +1,4 @@
-"""One epoch of training and one evaluation pass, and the optimizer they use.
+"""One epoch of training, one evaluation pass, a BatchNorm re-estimation, and the optimizer.
 
 Learning rate: linear warm-up over ``warmup`` steps, then cosine decay to zero, or a step
 decay (x0.1 at 1/2 and at 3/4 of the phase), updated every optimizer step. Weight decay is not
@@ -8,6 +8,7 @@ applied to one-dimensional parameters (BatchNorm weights and biases, layer biase
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import sys
@@ -19,7 +20,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from uniq_quant.train.distributed import Process, all_sum
+from uniq_quant.batchnorm import batchnorm_layers, reestimate_batchnorm
+from uniq_quant.train.distributed import Process, all_sum, average_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +155,26 @@ def evaluate(
         totals[2] += labels.numel()
     top1, top5, items = all_sum(totals, process)
     return 100 * top1 / max(1, items), 100 * top5 / max(1, items)
+
+
+@torch.no_grad()
+def reestimate(
+    model: nn.Module, loader: Iterable, process: Process, amp: bool, max_batches: int
+) -> int:
+    """``reestimate_batchnorm`` over the first ``max_batches`` training batches of each process,
+    under the evaluation's autocast; the statistics are then averaged over the processes, so
+    every rank holds the same. Returns the batches this process used."""
+    batches = (
+        _to_device(images, labels, process, channels_last=False)[0]
+        for images, labels in itertools.islice(loader, max_batches)
+    )
+    with _autocast(process, amp):
+        count = reestimate_batchnorm(model, batches)
+    statistics = [
+        getattr(m, n) for m in batchnorm_layers(model) for n in ("running_mean", "running_var")
+    ]
+    average_tensors(statistics, process)
+    return count
 
 
 def _to_device(images, labels, process: Process, channels_last: bool):

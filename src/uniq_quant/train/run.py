@@ -3,7 +3,9 @@
 Phases, counted in one sequence of epochs:
 1. float: ``float_epochs`` epochs of ordinary training (or none, from ``--init``);
 2. UNIQ: ``prepare`` the model, then train under the GradualSchedule until it finishes;
-3. convert, evaluate, export the packed file, count BOPs, draw figures, write summary.json.
+3. convert, re-estimate the BatchNorm statistics of the frozen weights (``bn_batches``
+   training batches), evaluate, export the packed file, count BOPs, draw figures, write
+   summary.json.
 
 The run folder (the output contract other tools rely on):
     config.yaml        the resolved settings
@@ -44,7 +46,13 @@ from uniq_quant.schedule import GradualSchedule
 from uniq_quant.train import distributed
 from uniq_quant.train.checkpoint import rng_state, save_atomic, seed_everything, set_rng_state
 from uniq_quant.train.distributed import Process
-from uniq_quant.train.engine import build_lr_schedule, build_optimizer, evaluate, train_epoch
+from uniq_quant.train.engine import (
+    build_lr_schedule,
+    build_optimizer,
+    evaluate,
+    reestimate,
+    train_epoch,
+)
 from uniq_quant.train.settings import TrainSettings, settings_from_dict
 
 logger = logging.getLogger(__name__)
@@ -149,8 +157,10 @@ def _train(settings: TrainSettings, process: Process) -> dict[str, Any]:
     schedule = _schedule(model, settings, steps)
     _uniq_phase(model, schedule, context, checkpoint)
 
-    # 4. convert, evaluate, export, report
+    # 4. convert, re-estimate BatchNorm statistics, evaluate, export, report
     convert(model)
+    if settings.bn_batches:
+        _reestimate(model, context)
     quant_top1, quant_top5 = evaluate(
         model, val_loader, process, settings.amp, settings.max_eval_batches
     )
@@ -285,6 +295,18 @@ def _uniq_phase(
         schedule.epoch()
         top1, top5 = evaluate(model, ctx.val_loader, ctx.process, s.amp, s.max_eval_batches)
         _end_epoch(model, ctx, optimizer, lr_schedule, schedule, "uniq", stage, stats, top1, top5)
+
+
+def _reestimate(model: nn.Module, ctx: _Context) -> None:
+    """BatchNorm statistics of the frozen weights over ``bn_batches`` training batches (at most
+    an epoch's steps), drawn in a fixed order so that a resumed run computes the same."""
+    s = ctx.settings
+    set_epoch(ctx.train_loader, ctx.state.epoch)
+    generator = getattr(ctx.train_loader, "generator", None)
+    if generator is not None and not ctx.process.distributed:
+        generator.manual_seed(s.seed + ctx.state.epoch)
+    batches = min(s.bn_batches, ctx.steps)
+    reestimate(model, ctx.train_loader, ctx.process, s.amp, batches)
 
 
 def _epoch(model, ctx: _Context, optimizer, lr_schedule, epoch: int, what: str, after_step):

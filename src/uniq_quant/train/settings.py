@@ -71,6 +71,12 @@ class TrainSettings:
     emulation: str = _opt(
         "noise", "schedule", "the current block trains with noise (UNIQ) or rounding (STE)"
     )
+    bn_batches: int = _opt(
+        50,
+        "schedule",
+        "training batches (at most one epoch) to re-estimate BatchNorm statistics with once "
+        "every layer is frozen; 0 keeps those of training",
+    )
 
     # optimization
     optimizer: str = _opt("sgd", "optimization", "sgd or adamw")
@@ -101,7 +107,7 @@ class TrainSettings:
         check_choice(self.emulation, EMULATIONS, "--emulation")
         for name in ("batch_size", "stage_epochs", "log_every"):
             _check_int(getattr(self, name), f"--{_flag(name)}", minimum=1)
-        for name in ("workers", "float_epochs", "final_epochs", "seed"):
+        for name in ("workers", "float_epochs", "final_epochs", "bn_batches", "seed"):
             _check_int(getattr(self, name), f"--{_flag(name)}", minimum=0)
         optional = ("num_stages", "stage_steps", "max_steps_per_epoch", "max_eval_batches")
         for name in (*optional, "image_size"):
