@@ -109,3 +109,24 @@ def test_reestimation_recovers_a_one_shot_noise_model() -> None:
     uq.reestimate_batchnorm(model, batches)
     fresh = gap()
     assert fresh < stale / 5
+
+
+def test_a_layer_the_batches_do_not_reach_keeps_its_statistics() -> None:
+    class WithSpareHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+            self.spare = nn.BatchNorm2d(4)  # only in training, like an auxiliary head
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.body(x)
+            return self.spare(y) if self.training else y
+
+    torch.manual_seed(0)
+    model = WithSpareHead()
+    model.train()(torch.randn(8, 1, 6, 6) * 3 + 1)
+    spare = {k: v.clone() for k, v in model.spare.state_dict().items()}
+    body = model.body[1].running_mean.clone()
+    assert uq.reestimate_batchnorm(model, [torch.randn(8, 1, 6, 6)]) == 1
+    assert all(torch.equal(v, model.spare.state_dict()[k]) for k, v in spare.items())
+    assert not torch.equal(model.body[1].running_mean, body)

@@ -10,7 +10,8 @@ cost accuracy: at 2 bits, a one-shot run on a small CNN lost 3 points to them.
 given batches of the batch mean and of the unbiased batch variance (torch's cumulative average,
 ``momentum=None``), with every module but the BatchNorm layers in eval mode: activation ranges,
 dropout and quantizers are left as they are. Nothing is learned; only the running statistics
-(and ``num_batches_tracked``) change.
+(and ``num_batches_tracked``) change, and only of the layers the batches reach: a layer that
+only training runs (an auxiliary head) keeps its statistics.
 """
 
 from __future__ import annotations
@@ -74,12 +75,28 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[object]) -> int:
                     "reestimate_batchnorm needs at least one batch of inputs; pass training batches"
                 )
         except BaseException:
-            for layer, (statistics, _) in zip(layers, saved, strict=True):
-                for name, value in statistics.items():
-                    getattr(layer, name).copy_(value)
+            _restore(layers, saved, [True] * len(layers))
             raise
         finally:
             for layer, (_, momentum) in zip(layers, saved, strict=True):
                 layer.momentum = momentum
-    logger.info("re-estimated %d BatchNorm layers over %d batches", len(layers), count)
+
+    # a layer no batch reached (a branch only training runs, say) keeps what it had
+    unreached = [int(layer.num_batches_tracked) == 0 for layer in layers]
+    _restore(layers, saved, unreached)
+    if any(unreached):
+        logger.info(
+            "%d BatchNorm layers were not reached and keep their statistics", sum(unreached)
+        )
+    logger.info(
+        "re-estimated %d BatchNorm layers over %d batches", len(layers) - sum(unreached), count
+    )
     return count
+
+
+def _restore(layers: list, saved: list, which: list[bool]) -> None:
+    """Copy the ``saved`` statistics back into the ``layers`` that ``which`` selects."""
+    for layer, (statistics, _), chosen in zip(layers, saved, which, strict=True):
+        if chosen:
+            for name, value in statistics.items():
+                getattr(layer, name).copy_(value)
