@@ -111,12 +111,14 @@ def report(payload: dict) -> str:
         key = (run["model"], run["dataset"], run["weight_bits"], run["method"])
         groups.setdefault((*key, run["final_fraction"]), []).append(run)
     p = payload["provenance"]
+    history = payload.get("history", [p])
+    commands = ", ".join(f"`{h['command']}` ({h['revision']})" for h in history)
     lines = [
         f"## {SECTION} ({p['date']})",
         "",
-        f"Command: `{p['command']}`  ",
+        f"Command{'s, run in turn' if len(history) > 1 else ''} (code commit): {commands}  ",
         f"Machine: {p['machine']}, {p['threads']} torch thread(s)  ",
-        f"Code: commit {p['revision']}; raw runs: `{common.relative(Path(payload['out']))}`",
+        f"Raw runs: `{common.relative(Path(payload['out']))}`",
         "",
         "Each model is fine-tuned as in `accuracy.py` (the cached float models of its default "
         "settings, 1 epoch, AdamW lr 0.0002, cosine, batch 128), converted and evaluated on the "
@@ -156,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    provenance = common.provenance("batchnorm.py", argv, torch.get_num_threads())
     payload = {
-        "provenance": common.provenance("batchnorm.py", argv, torch.get_num_threads()),
+        "provenance": provenance,
+        "history": [provenance],
         "out": str(args.out),
         "act_bits": args.act_bits,
         "bn_batches": args.bn_batches,
@@ -170,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.out} holds runs with other --act-bits / --bn-batches; choose another --out"
             )
         payload["runs"] = saved["runs"]
+        payload["history"] = [*saved.get("history", [saved["provenance"]]), provenance]
     done = {run_key(r) for r in payload["runs"]}
     for dataset in args.datasets:
         data = common.load_data(dataset)
