@@ -144,7 +144,34 @@ def report(payload: dict) -> str:
             f"{fraction:g} | {_mean_std(before)} | {_mean_std(after)} | "
             f"{statistics.fmean(gain):+.2f} | {len(runs)} |"
         )
+    lines += _against_final_phase(groups, payload["act_bits"])
     return "\n".join(lines) + "\n"
+
+
+def _against_final_phase(groups: dict[tuple, list[dict]], act_bits: int) -> list[str]:
+    """Lines comparing re-estimation without a final phase (fraction 0) to the longest final
+    phase with its trained statistics, per model, data set, bits and method."""
+    lines = []
+    for key in sorted({k[:4] for k in groups}):
+        fractions = sorted(k[4] for k in groups if k[:4] == key)
+        if len(fractions) < 2 or fractions[0] != 0:
+            continue
+        model, dataset, bits, method = key
+        reestimated = [r["top1_reestimated"] for r in groups[(*key, 0.0)]]
+        phase = [r["top1_trained"] for r in groups[(*key, fractions[-1])]]
+        lines.append(
+            f"- {model} {dataset} W{bits}A{act_bits} {METHODS[method].label}: no final phase, "
+            f"re-estimated {_mean_std(reestimated)}; final phase of {fractions[-1]:g} of the "
+            f"steps, trained statistics {_mean_std(phase)} "
+            f"({statistics.fmean(reestimated) - statistics.fmean(phase):+.2f} points)"
+        )
+    if lines:
+        lines[:0] = [
+            "",
+            "Re-estimation in place of a final phase (two trainings, not paired: without a "
+            "final phase its steps go to the quantization stages):",
+        ]
+    return lines
 
 
 def _mean_std(values: list[float]) -> str:
