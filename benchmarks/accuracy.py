@@ -791,17 +791,23 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     if args.report_only:
+        if not args.out.exists():
+            raise SystemExit(
+                f"--report-only reads the runs of --out {args.out}, which does not exist: "
+                "run the grid first, or name the file it wrote with --out"
+            )
         payload = json.loads(args.out.read_text())
         if adopt_section(args, payload):
             common.save_json(args.out, payload)
         return write_report(payload, args)
     if args.merge:
-        payload = json.loads(args.out.read_text())
+        payload, shards = merge_base(args.out, args.merge)
+        created = len(shards) < len(args.merge)
         adopted = adopt_section(args, payload)
-        added = sum(merge(payload, json.loads(path.read_text()), path) for path in args.merge)
-        if adopted and not added:
+        added = sum(merge(payload, json.loads(path.read_text()), path) for path in shards)
+        if adopted and not (added or created):
             common.save_json(args.out, payload)
-        if added:
+        if added or created:
             payload["commands"].append(common.command_line("accuracy.py", argv))
             payload["revisions"] = [*payload.get("revisions", []), common.revision()]
             common.save_json(args.out, payload)
@@ -847,6 +853,18 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("no run finished")
         return 1
     return write_report(payload, args)
+
+
+def merge_base(out: Path, shards: list[Path]) -> tuple[dict, list[Path]]:
+    """The payload the shards are merged into, and the shards left to merge: ``out``'s runs,
+    or, when ``out`` does not exist yet, the first shard itself (a new file of its runs)."""
+    missing = [str(path) for path in shards if not path.exists()]
+    if missing:
+        raise SystemExit(f"--merge: no such file {', '.join(missing)}")
+    if out.exists():
+        return json.loads(out.read_text()), list(shards)
+    logger.info("%s does not exist: it starts as a copy of %s", out, shards[0])
+    return json.loads(shards[0].read_text()), list(shards[1:])
 
 
 def merge(payload: dict, shard: dict, source: Path) -> int:

@@ -86,6 +86,40 @@ def test_accuracy_merge_adds_a_shard_once(tmp_path: Path) -> None:
         accuracy.merge(main, {**shard, "settings": {"epochs": 2}}, tmp_path / "other.json")
 
 
+def test_accuracy_merge_into_a_new_file_starts_from_the_first_shard(tmp_path: Path) -> None:
+    """--merge into an --out that does not exist yet writes the shards' runs there; a missing
+    shard or --report-only without the file is a clear error, not a traceback."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import accuracy
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def shard(seed: int) -> Path:
+        cell = {"dataset": "mnist", "seed": seed, "method": "lsq", "weight_bits": 2}
+        path = tmp_path / f"shard{seed}.json"
+        payload = {
+            "settings": {"epochs": 1},
+            "runs": [{**cell, "act_bits": 8, "status": "ok"}],
+            "float": {},
+            "commands": [f"shard {seed}"],
+            "revisions": ["abc"],
+            "wall_seconds": 1.0,
+        }
+        path.write_text(json.dumps(payload))
+        return path
+
+    out = tmp_path / "merged.json"
+    payload, rest = accuracy.merge_base(out, [shard(0), shard(1)])
+    assert [r["seed"] for r in payload["runs"]] == [0] and rest == [tmp_path / "shard1.json"]
+    assert accuracy.merge(payload, json.loads(rest[0].read_text()), rest[0]) == 1
+
+    with pytest.raises(SystemExit, match="no such file"):
+        accuracy.merge_base(out, [tmp_path / "absent.json"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        accuracy.main(["--report-only", "--out", str(out), "--no-report"])
+
+
 def test_rounding_baseline_rounds_where_uniq_adds_noise() -> None:
     """The gradual straight-through baseline's current block is the quantizer with an identity
     gradient: its forward takes only the 2^b k-quantile levels, its gradient is all ones."""
