@@ -10,6 +10,7 @@ each model (ResNet-20 on 3 x 32 x 32, batch 32; torchvision ResNet-18 on 3 x 224
 * ``uniq``: UNIQ noise mode on every layer at once (one-block schedule, the costliest stage of
   a gradual run), 4-bit weights, 8-bit activations;
 * ``uniq-w``: the same with float activations (weight noise only);
+* ``uniq-channel``: ``uniq`` with one Gaussian fit per output channel;
 * ``uniq-gradual``: what a UNIQ run pays on average: the gradual schedule (one block per layer,
   W4A8), one step in each of its stages in turn (earlier layers frozen with cached codes and no
   weight gradient, the current layer noisy, later layers float); the stage switches are not
@@ -66,6 +67,7 @@ import common
 import torch
 import torch.nn.functional as F
 from methods import METHODS, Job, available
+from methods.ours import uniq
 from torch import nn
 
 from uniq_quant import (
@@ -91,6 +93,7 @@ VARIANTS = (
     "float",
     "uniq",
     "uniq-w",
+    "uniq-channel",
     "uniq-gradual",
     "uniq-gradual-learned",
     "brevitas",
@@ -197,9 +200,12 @@ def build_trainer(model_name: str, variant: str) -> Trainer:
     penalty, attach = None, None
     if variant != "float":
         act_bits = None if variant in ("uniq-w", "diffq") else ACT_BITS
-        method = METHODS["uniq-oneshot" if variant.startswith("uniq") else PEERS[variant]]
         job = Job(WEIGHT_BITS, act_bits, images[:1], steps=NOISE_FOREVER)
-        prepared = method.build(model, job)
+        if variant == "uniq-channel":
+            prepared = uniq(model, job, one_block=True, per_channel=True)
+        else:
+            method = METHODS["uniq-oneshot" if variant.startswith("uniq") else PEERS[variant]]
+            prepared = method.build(model, job)
         model, penalty, attach = prepared.model.train(), prepared.penalty, prepared.attach
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     if attach is not None:
@@ -511,7 +517,8 @@ def report(payload: dict) -> str:
         "ratio of each round's medians.  ",
         f"Code: commit {payload['revision']}  ",
         "Variants: `uniq` = UNIQ noise mode on every layer at once (W4A8), `uniq-w` = the same "
-        "with float activations, `uniq-gradual` = the mean step over the stages of the gradual "
+        "with float activations, `uniq-channel` = `uniq` with per-channel fits, "
+        "`uniq-gradual` = the mean step over the stages of the gradual "
         "schedule (one block per layer, W4A8: earlier layers frozen, the current one noisy, "
         "later ones float), `uniq-gradual-learned` = the same with learned levels (frozen "
         "layers train their levels, so their weight gradient is computed), peers at W4A8 "
@@ -564,7 +571,7 @@ def report(payload: dict) -> str:
                 s = r["inference"][b][name]
                 cells += [f"{s['median_ms']:.2f}", f"{s['ratio']:.3f}"]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for v in ("uniq-gradual", "uniq-gradual-learned", "uniq", "uniq-w"):
+        for v in ("uniq-gradual", "uniq-gradual-learned", "uniq", "uniq-w", "uniq-channel"):
             if v in r["step"]:
                 ratio = r["step"][v]["ratio"]
                 verdict = "met" if ratio <= payload["goal"] else "NOT met"

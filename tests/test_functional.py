@@ -161,6 +161,19 @@ def test_cdf_and_inverse_are_finite_and_inverse(fit: str) -> None:
     torch.testing.assert_close(dist.icdf(dist.cdf(inner)), inner, atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_gaussian_stats_match_float64_mean_and_population_std(per_channel: bool) -> None:
+    """Two-pass statistics agree with float64 mean and std, offsets far above the spread
+    included (deviations are taken from the mean, so nothing cancels)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 4, 3, 3, generator=g) * 0.02 + torch.arange(8.0).view(8, 1, 1, 1) * 50
+    mu, sigma = gaussian_stats(w, per_channel)
+    x = (w.reshape(8, -1) if per_channel else w.reshape(1, -1)).double()
+    assert torch.allclose(mu.double(), x.mean(1, keepdim=True), rtol=1e-6, atol=0)
+    want = x.std(1, correction=0, keepdim=True)
+    assert torch.allclose(sigma.double(), want, rtol=1e-4, atol=0)
+
+
 def test_gaussian_stats_floor_sigma() -> None:
     """Sigma is floored at SIGMA_FLOOR so a constant tensor still has a valid fit."""
     mu, sigma = gaussian_stats(torch.full((3, 4), 2.0), per_channel=True)

@@ -23,8 +23,8 @@ import torch
 from uniq_quant._validation import check_bits, check_choice, check_weights
 from uniq_quant.functional.distributions import (
     FITS,
+    centered_stats,
     fit_distribution,
-    gaussian_stats,
     grouped,
 )
 from uniq_quant.functional.quantize import straight_through
@@ -161,11 +161,9 @@ def _gaussian_noisy(
     CPU, writing fresh memory costs about as much as the arithmetic.
     """
     k = 2**bits
-    x = grouped(w, per_channel)
-    x = x if x.dtype == torch.float64 else x.float()
-    mu, sigma = gaussian_stats(x, per_channel=True)
+    mu, sigma, v = centered_stats(grouped(w, per_channel))  # v = w - mu, (G, N)
     scale = sigma * math.sqrt(2)
-    v = torch.sub(x, mu).div_(scale).erf_()  # (G, N)
+    v.div_(scale).erf_()
     v.add_(symmetric_uniform(v.shape, 1 / k, v, generator)).clamp_(-1 + 1 / k, 1 - 1 / k)
     return v.erfinv_().mul_(scale).add_(mu).to(w.dtype).reshape(w.shape)
 
