@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -21,6 +22,15 @@ def _run(script: str, *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+def _benchmark_module(name: str):
+    """Import ``name`` (``accuracy``, ``methods.ours``, ...) from the benchmarks folder."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 def test_overhead_times_float_uniq_and_the_gradual_schedule(tmp_path: Path) -> None:
@@ -55,11 +65,7 @@ def test_onnx_agreement_reports_both_runtimes(tmp_path: Path) -> None:
 
 def test_accuracy_merge_adds_a_shard_once(tmp_path: Path) -> None:
     """Merging a shard twice adds its runs and its command once; other settings are refused."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import accuracy
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    accuracy = _benchmark_module("accuracy")
 
     def run(seed: int) -> dict:
         cell = {"dataset": "mnist", "seed": seed, "method": "lsq", "weight_bits": 2}
@@ -89,11 +95,7 @@ def test_accuracy_merge_adds_a_shard_once(tmp_path: Path) -> None:
 def test_accuracy_merge_into_a_new_file_starts_from_the_first_shard(tmp_path: Path) -> None:
     """--merge into an --out that does not exist yet writes the shards' runs there; a missing
     shard or --report-only without the file is a clear error, not a traceback."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import accuracy
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    accuracy = _benchmark_module("accuracy")
 
     def shard(seed: int) -> Path:
         cell = {"dataset": "mnist", "seed": seed, "method": "lsq", "weight_bits": 2}
@@ -128,15 +130,10 @@ def test_rounding_baseline_rounds_where_uniq_adds_noise() -> None:
 
     from uniq_quant import quantized_layers
 
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from methods.base import Job
-        from methods.ours import uniq
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    base, uniq = _benchmark_module("methods.base"), _benchmark_module("methods.ours").uniq
 
     model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
-    prepared = uniq(model, Job(2, 8, torch.randn(1, 1, 8, 8), steps=10), rounding=True)
+    prepared = uniq(model, base.Job(2, 8, torch.randn(1, 1, 8, 8), steps=10), rounding=True)
     layer = next(layer for _, layer in quantized_layers(prepared.model.train()))
     out = layer.quantized_weight()
     out.sum().backward()
@@ -154,19 +151,15 @@ def test_mixed_bits_method_costs_no_more_than_the_uniform_bits() -> None:
 
     from uniq_quant.nn import QuantLayerMixin
 
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from methods.base import Job, gbops_at
-        from methods.ours import lsq, uniq_mixed
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    base, ours = _benchmark_module("methods.base"), _benchmark_module("methods.ours")
+    gbops_at, lsq, uniq_mixed = base.gbops_at, ours.lsq, ours.uniq_mixed
 
     def network() -> nn.Module:
         layers = [nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten()]
         return nn.Sequential(*layers, nn.Linear(8 * 4 * 4, 10))
 
     calibration = [torch.randn(16, 1, 8, 8) for _ in range(2)]
-    job = Job(2, 8, torch.randn(1, 1, 8, 8), calibration, steps=10)
+    job = base.Job(2, 8, torch.randn(1, 1, 8, 8), calibration, steps=10)
     for build, lowest in ((uniq_mixed, 1), (partial(lsq, mixed=True), 2)):
         prepared = build(network(), job)
 
@@ -179,11 +172,7 @@ def test_mixed_bits_method_costs_no_more_than_the_uniform_bits() -> None:
 def test_accuracy_report_pairs_learned_with_fixed_levels_and_names_its_own_section() -> None:
     """The report pairs UNIQ learned levels with UNIQ gradual cell by cell (8-bit activations
     only), and ``--title`` gives a grid a section and a figure of its own, which its file keeps."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import accuracy
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    accuracy = _benchmark_module("accuracy")
 
     def cell(mean: float) -> dict:
         return {"mean": mean, "std": 0.1}
