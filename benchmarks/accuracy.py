@@ -801,8 +801,8 @@ def main(argv: list[str] | None = None) -> int:
             common.save_json(args.out, payload)
         return write_report(payload, args)
     if args.merge:
+        created = not args.out.exists()
         payload, shards = merge_base(args.out, args.merge)
-        created = len(shards) < len(args.merge)
         adopted = adopt_section(args, payload)
         added = sum(merge(payload, json.loads(path.read_text()), path) for path in shards)
         if adopted and not (added or created):

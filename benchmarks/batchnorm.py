@@ -110,8 +110,8 @@ def report(payload: dict) -> str:
     for run in payload["runs"]:
         key = (run["model"], run["dataset"], run["weight_bits"], run["method"])
         groups.setdefault((*key, run["final_fraction"]), []).append(run)
-    p = payload["provenance"]
-    history = payload.get("history", [p])
+    history = _history(payload)
+    p = history[-1]
     commands = ", ".join(f"`{h['command']}` ({h['revision']})" for h in history)
     lines = [
         f"## {SECTION} ({p['date']})",
@@ -174,6 +174,12 @@ def _against_final_phase(groups: dict[tuple, list[dict]], act_bits: int) -> list
     return lines
 
 
+def _history(payload: dict) -> list[dict]:
+    """The provenance of every command that added runs to ``payload``, oldest first (a file
+    written before commands were kept holds one ``provenance``)."""
+    return payload.get("history") or [payload["provenance"]]
+
+
 def _mean_std(values: list[float]) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):.2f} ± {spread:.2f}"
@@ -187,7 +193,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     provenance = common.provenance("batchnorm.py", argv, torch.get_num_threads())
     payload = {
-        "provenance": provenance,
         "history": [provenance],
         "out": str(args.out),
         "act_bits": args.act_bits,
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.out} holds runs with other --act-bits / --bn-batches; choose another --out"
             )
         payload["runs"] = saved["runs"]
-        payload["history"] = [*saved.get("history", [saved["provenance"]]), provenance]
+        payload["history"] = [*_history(saved), provenance]
     done = {run_key(r) for r in payload["runs"]}
     for dataset in args.datasets:
         data = common.load_data(dataset)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -26,8 +26,9 @@ import common
 import torch
 from torch import nn
 
+from uniq_quant.functional import noise
 from uniq_quant.functional.distributions import SIGMA_FLOOR, gaussian_stats, grouped
-from uniq_quant.functional.noise import noisy_weights, symmetric_uniform
+from uniq_quant.functional.noise import noisy_weights
 from uniq_quant.models import build_model
 
 logger = logging.getLogger("noise_path")
@@ -65,16 +66,16 @@ def std_stats(w: torch.Tensor, per_channel: bool) -> tuple[torch.Tensor, torch.T
     return x.mean(dim=1, keepdim=True), sigma
 
 
-@torch.no_grad()
-def std_noisy(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
-    """The noisy weights of ``noisy_weights`` with ``torch.std`` statistics (same law)."""
-    k = 2**bits
-    x = grouped(w, per_channel).float()
+def std_centered_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``centered_stats`` with ``std_stats``: (mu, sigma, x - mu) of each row of ``x``."""
     mu, sigma = std_stats(x, per_channel=True)
-    scale = sigma * math.sqrt(2)
-    v = torch.sub(x, mu).div_(scale).erf_()
-    v.add_(symmetric_uniform(v.shape, 1 / k, v)).clamp_(-1 + 1 / k, 1 - 1 / k)
-    return v.erfinv_().mul_(scale).add_(mu).reshape(w.shape)
+    return mu, sigma, x.float() - mu
+
+
+def std_noisy(w: torch.Tensor, bits: int, per_channel: bool) -> torch.Tensor:
+    """``noisy_weights`` with ``torch.std`` statistics: the same path, the same law."""
+    with mock.patch.object(noise, "centered_stats", std_centered_stats):
+        return noisy_weights(w, bits, "gaussian", per_channel)
 
 
 def variants(per_channel: bool) -> dict[str, object]:

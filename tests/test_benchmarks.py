@@ -203,3 +203,38 @@ def test_accuracy_report_pairs_learned_with_fixed_levels_and_names_its_own_secti
     assert accuracy.section_title("resnet20") == (
         "Accuracy of resnet20: UNIQ against baselines and peers"
     )
+
+
+def test_batchnorm_report_names_every_command_and_compares_with_a_final_phase() -> None:
+    """A resumed grid's section lists each command with its commit, and pairs re-estimation
+    without a final phase against the longest final phase with trained statistics."""
+    batchnorm = _benchmark_module("batchnorm")
+
+    def run(seed: int, fraction: float, trained: float, reestimated: float) -> dict:
+        cell = {"model": "small_cnn", "dataset": "mnist", "seed": seed, "method": "uniq"}
+        return {
+            **cell,
+            "weight_bits": 2,
+            "final_fraction": fraction,
+            "top1_trained": trained,
+            "top1_reestimated": reestimated,
+        }
+
+    def provenance(command: str, revision: str) -> dict:
+        return {"command": command, "revision": revision, "date": "d", "machine": "m", "threads": 1}
+
+    payload = {
+        "history": [provenance("first", "aaa"), provenance("second --resume", "bbb")],
+        "out": "results/batchnorm.json",
+        "act_bits": 8,
+        "bn_batches": 50,
+        "runs": [run(0, 0.0, 80.0, 90.0), run(0, 0.1, 91.0, 91.0)],
+    }
+    text = batchnorm.report(payload)
+    assert "Commands, run in turn (code commit): `first` (aaa), `second --resume` (bbb)" in text
+    assert "no final phase, re-estimated 90.00 ± 0.00" in text
+    assert "trained statistics 91.00 ± 0.00 (-1.00 points)" in text
+
+    old = {**payload, "provenance": payload["history"][0]}
+    del old["history"]
+    assert "Command (code commit): `first` (aaa)" in batchnorm.report(old)
