@@ -57,7 +57,7 @@ def centered_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     Two passes: mu = mean(x), then sigma = ||x - mu||_2 / sqrt(N), floored at ``SIGMA_FLOOR``;
     the deviations are returned for the caller to reuse. As exact as ``torch.std`` (the
     deviations are taken from the mean, not from zero, so nothing cancels), and faster on a
-    CPU: over ResNet-18's weights about 1.3x per tensor and 9x per channel, where ``torch.std``
+    CPU: over ResNet-18's weights 1.3-1.7x per tensor and 8-9x per channel, where ``torch.std``
     reduces row by row (benchmarks/noise_path.py).
     """
     x = x if x.dtype == torch.float64 else x.float()
